@@ -1,0 +1,34 @@
+"""Model cards and the versioned model store: the contract between training and serving.
+
+The repository ships a default store (``model_store/default``) holding the bundled demo model;
+:func:`default_store_path` finds it whether the package runs from a checkout or an install.
+"""
+
+from pathlib import Path
+
+from .card import CARD_FILE, MODEL_FILE, DataSummary, Label, ModelCard, TensorSpec, sha256_file
+from .store import POINTER_FILE, ModelStore, StoreError, StoreErrorCode, VerifiedModel
+
+__all__ = [
+    "CARD_FILE",
+    "DEFAULT_MODEL_NAME",
+    "MODEL_FILE",
+    "POINTER_FILE",
+    "DataSummary",
+    "Label",
+    "ModelCard",
+    "ModelStore",
+    "StoreError",
+    "StoreErrorCode",
+    "TensorSpec",
+    "VerifiedModel",
+    "default_store_path",
+    "sha256_file",
+]
+
+DEFAULT_MODEL_NAME = "birds"
+
+
+def default_store_path() -> Path:
+    """The bundled store shipped with the package (``model_store/default``)."""
+    return Path(__file__).resolve().parent / "default"

@@ -1,0 +1,148 @@
+"""The model card: everything needed to use a model, saved as ``card.json`` beside ``model.onnx``.
+
+The card is the contract between training and serving: the service builds its front end from
+``card.frontend``, names its outputs from ``card.labels`` and refuses an ONNX file whose sha256 differs
+from ``card.sha256``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from soundscape.audio import FrontendConfig
+
+__all__ = [
+    "CARD_FILE",
+    "MODEL_FILE",
+    "DataSummary",
+    "Label",
+    "ModelCard",
+    "TensorSpec",
+    "sha256_file",
+]
+
+CARD_FILE = "card.json"
+MODEL_FILE = "model.onnx"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Label(BaseModel):
+    """One output class."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(..., min_length=1, description="Species code, e.g. eBird's 'comrav'.",
+                      examples=["whtwar"])
+    common_name: str = Field("", description="Common name of the species.", examples=["Whistling Warbler"])
+    scientific_name: str = Field("", description="Scientific name, when known.")
+
+
+class TensorSpec(BaseModel):
+    """Name and shape of a model input or output; ``None`` marks a dynamic axis."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(..., description="Tensor name in the ONNX graph.", examples=["image"])
+    shape: list[int | None] = Field(..., description="Shape; null for dynamic axes (the batch).",
+                                    examples=[[None, 1, 128, 313]])
+    dtype: str = Field("float32", description="Element type.")
+
+
+class DataSummary(BaseModel):
+    """What the model was trained on."""
+
+    train_clips: int = Field(0, ge=0, description="Focal training clips used.")
+    val_clips: int = Field(0, ge=0, description="Held-out focal clips.")
+    val_soundscapes: int = Field(0, ge=0, description="Labelled soundscapes used for validation.")
+    clips_per_label: dict[str, int] = Field(default_factory=dict, description="Training clips per label.")
+    source: str = Field("", description="Where the data came from (path or dataset name).")
+    skipped_files: int = Field(0, ge=0, description="Files reported unusable and skipped.")
+
+
+class ModelCard(BaseModel):
+    """A versioned model's description; stored as ``card.json``.
+
+    Example:
+        >>> card = ModelCard.load("model_store/default/birds/v1/card.json")
+        >>> card.frontend.n_mels, [label.code for label in card.labels][:3]
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: Literal[1] = Field(1, description="Version of this card format.")
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Model name.",
+                      examples=["birds"])
+    version: int = Field(0, ge=0, description="Version number in the store (0 until registered).",
+                         examples=[3])
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC),
+                                 description="When the model was built (UTC).")
+    labels: list[Label] = Field(..., min_length=1, description="Output classes, in output order.")
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig,
+                                     description="Audio front end the model was trained with.")
+    architecture: str = Field(..., description="timm architecture name.",
+                              examples=["tf_efficientnet_lite0"])
+    inputs: list[TensorSpec] = Field(..., min_length=1, description="ONNX inputs (the image first).")
+    outputs: list[TensorSpec] = Field(..., min_length=1,
+                                      description="ONNX outputs: logits first, optionally embeddings.")
+    output_activation: Literal["sigmoid", "none"] = Field(
+        "sigmoid", description="Applied to the logits output to get probabilities.")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="Weights' precision.")
+    data: DataSummary = Field(default_factory=DataSummary, description="Training data summary.")
+    metrics: dict[str, float] = Field(default_factory=dict,
+                                      description="Validation metrics, e.g. macro_roc_auc, padded_cmap.")
+    per_species_ap: dict[str, float] = Field(default_factory=dict,
+                                             description="Validation average precision per label.")
+    training: dict[str, object] = Field(default_factory=dict, description="Training settings used.")
+    parent_version: int | None = Field(None, description="Version this model was fine-tuned from.")
+    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of model.onnx.")
+    notes: str = Field("", description="Free text.")
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[Label]) -> list[Label]:
+        codes = [label.code for label in labels]
+        dupes = sorted({c for c in codes if codes.count(c) > 1})
+        if dupes:
+            raise ValueError(f"duplicate label codes: {dupes}")
+        return labels
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelCard:
+        image = self.inputs[0].shape
+        expected = [None, *self.frontend.image_shape]
+        if len(image) != 4 or image[1:] != expected[1:]:
+            raise ValueError(f"input shape {image} does not match the front end's {expected}")
+        logits = self.outputs[0].shape
+        if len(logits) != 2 or logits[1] != len(self.labels):
+            raise ValueError(f"logits shape {logits} does not match {len(self.labels)} labels")
+        return self
+
+    @property
+    def codes(self) -> list[str]:
+        """Label codes in output order."""
+        return [label.code for label in self.labels]
+
+    @property
+    def embedding_output(self) -> TensorSpec | None:
+        """The embeddings output, when the model has one."""
+        return self.outputs[1] if len(self.outputs) > 1 else None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,88 @@
+"""The typed configuration of the audio front end.
+
+One :class:`FrontendConfig` describes everything between an audio file and the image a model sees:
+the sample rate, the 5-second windows, and the log-mel spectrogram. It is saved inside each model's card,
+so the service rebuilds exactly the front end the model was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["FrontendConfig"]
+
+
+class FrontendConfig(BaseModel):
+    """Audio front end: resampling, windowing and log-mel settings.
+
+    Windowing policy (BirdCLEF style): windows of ``window_s`` seconds start at 0, ``hop_s``,
+    ``2 * hop_s``, ... A 60 s file with the default 5 s window and hop gives exactly 12 windows ending at
+    5, 10, ..., 60 s. A last window that is only partly covered by audio is kept (zero-padded to the full
+    window) when it holds at least ``min_partial_s`` seconds of audio, and dropped otherwise. A file
+    shorter than one window always gives one zero-padded window, so every non-empty file has a result.
+
+    Log-mel: a centred STFT (reflect padding, periodic Hann window) gives the power spectrum, a mel
+    filter bank (torchaudio's ``melscale_fbanks``) maps it to ``n_mels`` bands, power is converted to dB
+    (``10 * log10(max(x, amin))``), clipped at ``top_db`` below each window's maximum, and each window is
+    normalised on its own (``normalize``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sample_rate: int = Field(32000, ge=8000, le=384000, description="Rate the model expects, in Hz.")
+    window_s: float = Field(5.0, gt=0, le=60, description="Length of one analysis window, in seconds.")
+    hop_s: float = Field(5.0, gt=0, le=60, description="Default step between window starts, in seconds.")
+    min_partial_s: float = Field(
+        2.5, ge=0, description="A partial last window is kept when it holds at least this much audio."
+    )
+    n_fft: int = Field(2048, ge=64, le=16384, description="FFT size, in samples.")
+    win_length: int | None = Field(None, description="STFT window length in samples (default: n_fft).")
+    hop_length: int = Field(512, ge=1, description="STFT hop, in samples.")
+    n_mels: int = Field(128, ge=8, le=512, description="Number of mel bands (image height).")
+    fmin: float = Field(50.0, ge=0, description="Lowest mel frequency, in Hz.")
+    fmax: float = Field(14000.0, gt=0, description="Highest mel frequency, in Hz.")
+    mel_scale: Literal["htk", "slaney"] = Field("slaney", description="Mel scale formula.")
+    mel_norm: Literal["slaney"] | None = Field("slaney", description="Area normalisation of mel filters.")
+    power: float = Field(2.0, description="Exponent of the magnitude spectrum (2 = power).")
+    amin: float = Field(1e-10, gt=0, description="Floor before the logarithm.")
+    top_db: float | None = Field(80.0, gt=0, description="Dynamic range kept below each window's peak.")
+    normalize: Literal["standard", "minmax", "none"] = Field(
+        "standard", description="Per-window normalisation: zero mean / unit std, [0, 1], or none."
+    )
+    norm_eps: float = Field(1e-3, gt=0, description="Floor of the std (or range) in normalisation, dB.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FrontendConfig:
+        if self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax={self.fmax} is above the Nyquist frequency {self.sample_rate / 2}")
+        if self.fmin >= self.fmax:
+            raise ValueError(f"fmin={self.fmin} must be below fmax={self.fmax}")
+        if self.win_length is not None and not 1 <= self.win_length <= self.n_fft:
+            raise ValueError(f"win_length={self.win_length} must be in [1, n_fft={self.n_fft}]")
+        if self.window_samples <= self.n_fft // 2:
+            raise ValueError("window_s is too short for n_fft (reflect padding needs n_fft//2 samples)")
+        if self.min_partial_s > self.window_s:
+            raise ValueError(f"min_partial_s={self.min_partial_s} exceeds window_s={self.window_s}")
+        return self
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one window at ``sample_rate``."""
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        """STFT frames in one window (the image width): ``1 + window_samples // hop_length``."""
+        return 1 + self.window_samples // self.hop_length
+
+    @property
+    def n_freqs(self) -> int:
+        """Frequency bins of the one-sided spectrum."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape of one model input image: ``(1, n_mels, n_frames)``."""
+        return (1, self.n_mels, self.n_frames)

@@ -1,0 +1,79 @@
+"""The training front end: the same log-mel image as :class:`~soundscape.audio.Frontend`, in torch.
+
+Batched and device-agnostic (runs on the GPU with the model). Imports torch and torchaudio, so only
+training imports this module; the service uses the numpy front end.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import nn
+
+from .config import FrontendConfig
+
+__all__ = ["LogMelSpectrogram"]
+
+
+class LogMelSpectrogram(nn.Module):
+    """Waveform windows to normalised log-mel images with torchaudio.
+
+    Args:
+        cfg (FrontendConfig): front-end settings (saved in the model card).
+
+    Shape:
+        - Input: ``(batch, window_samples)`` float32.
+        - Output: ``(batch, 1, n_mels, n_frames)`` float32, ready for an ``in_chans=1`` model.
+
+    Example:
+        >>> fe = LogMelSpectrogram(FrontendConfig())
+        >>> fe(torch.randn(4, 160000)).shape
+        torch.Size([4, 1, 128, 313])
+    """
+
+    def __init__(self, cfg: FrontendConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length or cfg.n_fft,
+            hop_length=cfg.hop_length,
+            f_min=cfg.fmin,
+            f_max=cfg.fmax,
+            n_mels=cfg.n_mels,
+            power=cfg.power,
+            norm=cfg.mel_norm,
+            mel_scale=cfg.mel_scale,
+            center=True,
+            pad_mode="reflect",
+        )
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if waveforms.ndim != 2:
+            raise ValueError(f"expected (batch, samples), got shape {tuple(waveforms.shape)}")
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            spec = self.mel(waveforms.float())  # (batch, n_mels, frames)
+            # (batch, 1, n_mels, frames): amplitude_to_DB clips top_db per item of dim 0 only in 4-D.
+            db = torchaudio.functional.amplitude_to_DB(
+                spec.unsqueeze(1), multiplier=10.0, amin=cfg.amin, db_multiplier=0.0,
+                top_db=cfg.top_db,
+            )
+            return _normalize(db, cfg.normalize, cfg.norm_eps)
+
+
+def _normalize(images: torch.Tensor, mode: str, eps: float) -> torch.Tensor:
+    """Per-item normalisation of ``(batch, 1, n_mels, frames)``; see ``functional.normalize``."""
+    if mode == "none":
+        return images
+    dims = (1, 2, 3)
+    if mode == "standard":
+        mean = images.mean(dim=dims, keepdim=True)
+        std = images.std(dim=dims, keepdim=True, unbiased=False)
+        return (images - mean) / std.clamp_min(eps)
+    if mode == "minmax":
+        lo = images.amin(dim=dims, keepdim=True)
+        hi = images.amax(dim=dims, keepdim=True)
+        return (images - lo) / (hi - lo).clamp_min(eps)
+    raise ValueError(f"unknown normalisation {mode!r}")
