@@ -103,41 +103,146 @@ def _size_of(fh: str | BinaryIO) -> int:
     return size
 
 
-def _riff_truncated(fh: str | BinaryIO, size: int) -> bool:
-    """True when a RIFF/WAVE file declares more sample data than it holds.
-
-    libsndfile quietly shortens such files to what is present; a recorder that died mid-write makes
-    them, and their last window would be silently cut, so they are reported instead.
-    """
+def _head_and_tail(fh: str | BinaryIO, n: int = 65536) -> tuple[bytes, bytes]:
+    """The first and last ``n`` bytes of a file, leaving a file object's position unchanged."""
     if isinstance(fh, str):
         with open(fh, "rb") as f:
-            head = f.read(65536)
-    else:
-        pos = fh.tell()
-        head = fh.read(65536)
+            return _head_and_tail(f, n)
+    pos = fh.tell()
+    try:
+        fh.seek(0)
+        head = fh.read(n)
+        fh.seek(0, io.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(size - n, 0))
+        tail = fh.read(n)
+    finally:
         fh.seek(pos)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return False  # RF64 and others: libsndfile's own checks apply
+    return head, tail
+
+
+def _riff_declared(head: bytes) -> tuple[int, int] | None:
+    """``(data_end, frames)`` a RIFF/RF64 WAVE header declares, or None when it cannot tell.
+
+    ``data_end`` is the byte offset where the declared sample data ends; ``frames`` is the declared
+    length in frames (data bytes / block align). RF64 sizes come from the ``ds64`` chunk.
+    """
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    ds64_data: int | None = None
+    block_align = 0
     offset = 12
     while offset + 8 <= len(head):
         chunk_id = head[offset : offset + 4]
         (chunk_size,) = struct.unpack("<I", head[offset + 4 : offset + 8])
-        if chunk_id == b"data":
-            return offset + 8 + chunk_size > size
-        offset += 8 + chunk_size + (chunk_size & 1)
-    return False
+        body = offset + 8
+        if chunk_id == b"ds64" and body + 16 <= len(head):
+            (ds64_data,) = struct.unpack("<Q", head[body + 8 : body + 16])
+        elif chunk_id == b"fmt " and body + 14 <= len(head):
+            (block_align,) = struct.unpack("<H", head[body + 12 : body + 14])
+        elif chunk_id == b"data":
+            if chunk_size == 0xFFFFFFFF and ds64_data is not None:
+                chunk_size = ds64_data
+            frames = chunk_size // block_align if block_align else 0
+            return body + chunk_size, frames
+        offset = body + chunk_size + (chunk_size & 1)
+    return None
 
 
-def _open(fh: str | BinaryIO, label: str) -> sf.SoundFile:
+def _ogg_truncated(tail: bytes) -> bool:
+    """True when an Ogg file does not end with a complete page flagged end-of-stream.
+
+    Every complete Ogg stream's last page carries the EOS flag (header byte 5, bit 2); a file cut by a
+    dying recorder or an interrupted upload ends inside a page or on a page without it. libvorbis and
+    libopus quietly decode what is there, so the check is done on the bytes.
+    """
+    i = tail.rfind(b"OggS")
+    while i >= 0:
+        if tail[i + 4 : i + 5] == b"\x00" and i + 27 <= len(tail):
+            n_seg = tail[i + 26]
+            if i + 27 + n_seg > len(tail):
+                return True  # cut inside the segment table
+            end = i + 27 + n_seg + sum(tail[i + 27 : i + 27 + n_seg])
+            if end > len(tail):
+                return True  # cut inside the page body
+            return not tail[i + 5] & 0x04
+        if i + 27 > len(tail):
+            return True  # cut inside the last page header
+        i = tail.rfind(b"OggS", 0, i)
+    return True
+
+
+def _ogg_frames(head: bytes, tail: bytes, info: AudioInfo) -> int | None:
+    """Frames an Ogg Vorbis/Opus stream holds, from its last page's granule position.
+
+    Vorbis granules count samples; Opus granules count 48 kHz samples including the pre-skip of the
+    ``OpusHead`` packet. Returns None when the stream is neither or the page cannot be found.
+    """
+    i = tail.rfind(b"OggS")
+    if i < 0 or i + 14 > len(tail):
+        return None
+    (granule,) = struct.unpack("<q", tail[i + 6 : i + 14])
+    if info.subtype == "VORBIS":
+        return granule
+    if info.subtype == "OPUS":
+        j = head.find(b"OpusHead")
+        if j < 0 or j + 12 > len(head):
+            return None
+        (pre_skip,) = struct.unpack("<H", head[j + 10 : j + 12])
+        # libopus decodes at the rate the header asks for; allow one 20 ms frame of rounding.
+        return int((granule - pre_skip) * info.sample_rate / 48000) - info.sample_rate // 50
+    return None
+
+
+def _has_vbr_header(head: bytes) -> bool:
+    """True when an MP3 starts with a Xing/Info/VBRI header, whose frame count is exact."""
+    return any(tag in head[:8192] for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _failed_at_end(fh: str | BinaryIO, size: int) -> bool:
+    """Decode again from a file object and say whether the decoder failed at the end of the bytes.
+
+    Tells a truncated stream (the decoder runs out of bytes) from a corrupt one (it fails with bytes
+    left). Only runs after a decoding error, so the normal path pays nothing.
+    """
+    if isinstance(fh, str):
+        with open(fh, "rb") as f:
+            return _failed_at_end(f, size)
+    fh.seek(0)
+    try:
+        with sf.SoundFile(fh) as snd:
+            while len(snd.read(65536, dtype="float32")):
+                pass
+    except (sf.LibsndfileError, RuntimeError):
+        return fh.tell() >= size
+    return True
+
+
+_AUDIO_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM")
+
+
+def _looks_like_audio(head: bytes) -> bool:
+    """True when the bytes start like a container libsndfile reads (RIFF, RF64, FLAC, Ogg, AIFF, MP3)."""
+    if head[:4] in _AUDIO_MAGIC or head[:3] == b"ID3":
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0  # MPEG frame sync
+
+
+def _open(fh: str | BinaryIO, label: str, head: bytes = b"", tail: bytes = b"") -> sf.SoundFile:
     try:
         return sf.SoundFile(fh)
     except sf.LibsndfileError as exc:
         text = str(exc.error_string if hasattr(exc, "error_string") else exc)
         lowered = text.lower()
-        if "unimplemented" in lowered or "not supported" in lowered or "unsupported" in lowered:
+        if "channel" in lowered and "zero" in lowered:
+            code = AudioErrorCode.NO_CHANNELS
+        elif "unimplemented" in lowered or "not supported" in lowered or "unsupported" in lowered:
             code = AudioErrorCode.UNSUPPORTED_FORMAT
-        elif "data" in lowered and "chunk" in lowered or "end of file" in lowered:
+        elif ("data" in lowered and "chunk" in lowered or "end of file" in lowered
+              or head[:4] == b"OggS" and _ogg_truncated(tail)):
             code = AudioErrorCode.TRUNCATED
+        elif _looks_like_audio(head):
+            code = AudioErrorCode.CORRUPT  # an audio container that libsndfile cannot parse
         elif "not recognised" in lowered or "unknown format" in lowered or "format" in lowered:
             code = AudioErrorCode.NOT_AUDIO
         else:
@@ -147,7 +252,14 @@ def _open(fh: str | BinaryIO, label: str) -> sf.SoundFile:
         raise AudioError(AudioErrorCode.CORRUPT, f"{label}: cannot open as audio ({exc})") from None
 
 
-def _validate_header(snd: sf.SoundFile, label: str, max_duration_s: float | None) -> AudioInfo:
+def _validate_header(snd: sf.SoundFile, label: str, max_duration_s: float | None,
+                     declared_frames: int = 0) -> AudioInfo:
+    """Header checks, in order: channels, sample rate, duration limit, emptiness.
+
+    ``declared_frames`` is the length the container's own header claims (WAV/RF64 data chunk), which
+    libsndfile clips to the bytes present: the duration limit uses the larger of the two, so a header
+    declaring ten hours is refused at once whatever follows it.
+    """
     info = AudioInfo(
         sample_rate=int(snd.samplerate),
         channels=int(snd.channels),
@@ -163,13 +275,14 @@ def _validate_header(snd: sf.SoundFile, label: str, max_duration_s: float | None
             f"{label}: sample rate {info.sample_rate} Hz is outside "
             f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz",
         )
-    if info.frames == 0:
-        raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file holds no samples")
-    if max_duration_s is not None and info.duration_s > max_duration_s:
+    duration_s = max(info.frames, declared_frames) / info.sample_rate
+    if max_duration_s is not None and duration_s > max_duration_s:
         raise AudioError(
             AudioErrorCode.TOO_LONG,
-            f"{label}: {info.duration_s:.1f} s of audio is over the limit of {max_duration_s:g} s",
+            f"{label}: {duration_s:.1f} s of audio is over the limit of {max_duration_s:g} s",
         )
+    if info.frames == 0:
+        raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file holds no samples")
     return info
 
 
@@ -190,8 +303,10 @@ def probe(source: AudioSource, *, name: str | None = None) -> AudioInfo:
     fh = _as_file(source)
     if _size_of(fh) == 0:
         raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file is empty (0 bytes)")
-    with _open(fh, label) as snd:
-        return _validate_header(snd, label, None)
+    head, tail = _head_and_tail(fh)
+    with _open(fh, label, head, tail) as snd:
+        declared = _riff_declared(head)
+        return _validate_header(snd, label, None, declared[1] if declared else 0)
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -245,25 +360,29 @@ def decode(
     size = _size_of(fh)
     if size == 0:
         raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file is empty (0 bytes)")
-    with _open(fh, label) as snd:
-        info = _validate_header(snd, label, max_duration_s)
-        if snd.format in ("WAV", "WAVEX") and _riff_truncated(fh, size):
+    head, tail = _head_and_tail(fh)
+    declared = _riff_declared(head)
+    with _open(fh, label, head, tail) as snd:
+        if snd.format == "OGG" and _ogg_truncated(tail):
+            raise AudioError(
+                AudioErrorCode.TRUNCATED, f"{label}: the Ogg stream ends without its last page (truncated file)"
+            )
+        info = _validate_header(snd, label, max_duration_s, declared[1] if declared else 0)
+        if declared is not None and declared[0] > size:
             raise AudioError(
                 AudioErrorCode.TRUNCATED, f"{label}: the WAV data chunk is cut short (truncated file)"
             )
         try:
             data = snd.read(dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
+            if _failed_at_end(fh, size):
+                raise AudioError(
+                    AudioErrorCode.TRUNCATED, f"{label}: the stream ends mid-frame (truncated file: {exc})"
+                ) from None
             raise AudioError(AudioErrorCode.CORRUPT, f"{label}: corrupt audio stream ({exc})") from None
     if len(data) == 0:
         raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file holds no samples")
-    # A stream that ends well before its header says is truncated (a few frames of slack for codecs
-    # whose header length is an estimate, e.g. MP3 padding).
-    if info.format in ("FLAC", "WAV", "WAVEX", "RF64", "W64", "AIFF") and len(data) < info.frames - 4096:
-        raise AudioError(
-            AudioErrorCode.TRUNCATED,
-            f"{label}: stream ended after {len(data)} of {info.frames} frames (truncated file)",
-        )
+    _check_length(info, len(data), head, tail, label)
     mono = _downmix(data)
     _check_finite(mono, label)
     target = sample_rate or info.sample_rate
@@ -274,6 +393,37 @@ def decode(
         channels=info.channels,
         format=info.format,
     )
+
+
+def _check_length(info: AudioInfo, decoded: int, head: bytes, tail: bytes, label: str) -> None:
+    """Compare the decoded length with the header's; a stream that stops early is an error.
+
+    Policy: PCM containers and FLAC allow 4096 frames of slack; MP3 with a Xing/Info/VBRI header (exact
+    frame count) allows none, MP3 without one (length estimated from the bitrate) 1 %; both raise
+    ``TRUNCATED`` (libmpg123 skips damaged frames, so a shortfall may also be damage: the message says
+    so). Ogg files whose last page is intact but which decode short lost pages to CRC failures in the
+    middle: ``CORRUPT`` (the expected length is the last page's granule position, since libsndfile's
+    own count stops at the first damaged page).
+    """
+    if info.format == "OGG":
+        expected = _ogg_frames(head, tail, info)
+        if expected is not None and decoded < expected:
+            raise AudioError(
+                AudioErrorCode.CORRUPT,
+                f"{label}: damaged Ogg pages: decoded {decoded} of {expected} frames (corrupt stream)",
+            )
+        return
+    if info.format == "MP3":
+        slack = 0 if _has_vbr_header(head) else info.frames // 100
+    elif info.format in ("FLAC", "WAV", "WAVEX", "RF64", "W64", "AIFF"):
+        slack = 4096
+    else:
+        return
+    if decoded < info.frames - slack:
+        raise AudioError(
+            AudioErrorCode.TRUNCATED,
+            f"{label}: stream ended after {decoded} of {info.frames} frames (truncated or damaged file)",
+        )
 
 
 def stream(
@@ -308,7 +458,8 @@ def stream(
     fh = _as_file(source)
     if _size_of(fh) == 0:
         raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file is empty (0 bytes)")
-    snd = _open(fh, label)
+    head, tail = _head_and_tail(fh)
+    snd = _open(fh, label, head, tail)
     try:
         info = _validate_header(snd, label, max_duration_s)
         resampler = (
