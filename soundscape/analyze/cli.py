@@ -1,0 +1,90 @@
+"""``soundscape analyze INPUT... --out DIR``: resumable batch analysis (see ``soundscape analyze -h``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from model_store import DEFAULT_MODEL_NAME
+
+from .settings import FORMATS
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` so both ``--x a b`` and ``--x a,b`` work."""
+    if values is None:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``analyze`` options to ``parser``."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="Audio files, folders (walked recursively) or quoted glob patterns.")
+    parser.add_argument("--out", required=True, help="Output folder (journal, outputs, summary).")
+    model = parser.add_argument_group("model")
+    model.add_argument("--store", default=None, help="Model store root (default: the bundled store).")
+    model.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
+    model.add_argument("--version", type=int, default=None, help="Model version (default: production).")
+    model.add_argument("--model", dest="model_dir", default=None, metavar="VERSION_DIR",
+                       help="A model folder (card.json + model.onnx, sha256-checked) instead of the store.")
+    res = parser.add_argument_group("results")
+    res.add_argument("--hop-s", type=float, default=None, help="Step between windows (default: the card's).")
+    res.add_argument("--min-conf", type=float, default=0.1, help="Minimum probability of a detection.")
+    res.add_argument("--species", nargs="+", default=None, metavar="CODE", help="Only report these codes.")
+    res.add_argument("--top-k", type=int, default=None, help="At most K detections per window.")
+    res.add_argument("--format", dest="formats", nargs="+", default=["csv"], metavar="FMT",
+                     help=f"Output formats, several at once: {', '.join(FORMATS)}.")
+    res.add_argument("--embeddings", action="store_true", help="Also write per-window embeddings (Parquet).")
+    run_ = parser.add_argument_group("execution")
+    run_.add_argument("--engine", choices=["local", "ray"], default="local", help="Process pool or Ray Data.")
+    run_.add_argument("--workers", type=int, default=None, help="Worker processes or Ray actors "
+                                                                 "(default: the machine's cores).")
+    run_.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 or auto "
+                                                      "(default: start a local Ray).")
+    run_.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: --workers).")
+    run_.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                      help="Skip files the journal lists as finished.")
+    run_.add_argument("--block-s", type=float, default=60.0, help="Seconds of audio decoded at a time.")
+    run_.add_argument("--batch-size", type=int, default=32, help="Windows per model run.")
+    run_.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the analysis; prints the summary. Returns 0, 1 when some files failed, 2 on bad options."""
+    from pydantic import ValidationError
+
+    from model_store import StoreError
+
+    from .runner import run_analysis
+    from .settings import AnalyzeSettings
+
+    fields = {k: v for k, v in {
+        "inputs": args.inputs, "out": args.out, "store": args.store, "name": args.name, "version": args.version,
+        "model_dir": args.model_dir, "hop_s": args.hop_s, "min_conf": args.min_conf,
+        "species": _split(args.species), "top_k": args.top_k, "formats": _split(args.formats),
+        "embeddings": args.embeddings, "engine": args.engine, "workers": args.workers, "address": args.address,
+        "num_cpus": args.num_cpus, "resume": args.resume, "block_s": args.block_s, "batch_size": args.batch_size,
+    }.items() if v is not None}
+    try:
+        settings = AnalyzeSettings(**fields)
+        summary = run_analysis(settings, progress=not args.no_progress)
+    except ValidationError as exc:
+        errors = "; ".join(f"--{'-'.join(str(p) for p in e['loc'][:1]).replace('_', '-')}: {e['msg']}"
+                           for e in exc.errors())
+        print(f"soundscape analyze: invalid options: {errors}", file=sys.stderr)
+        return 2
+    except (ValueError, StoreError) as exc:
+        print(f"soundscape analyze: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"soundscape analyze: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["failures"] else 0

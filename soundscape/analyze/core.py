@@ -1,0 +1,191 @@
+"""Analysing one file: stream it, cut windows exactly as for the decoded file, run the model in batches.
+
+Memory bound per file: one decoded block (``block_s`` seconds at the model rate, float32) plus the tail
+that the next window still needs (< ``window_s``), one batch of windows and its images, and the results
+(``n_windows x (n_labels + embedding dim)`` float32, about 4 KB per 5-second window with 1280-d
+embeddings). With the defaults (60 s blocks at 32 kHz, batch 32) the audio side stays under ~60 MB
+whatever the file length; a 3-hour file's results are ~9 MB with embeddings, ~20 KB per label without.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_store import CARD_FILE, MODEL_FILE, ModelCard, ModelStore, StoreError, StoreErrorCode, VerifiedModel
+from soundscape.audio import probe, stream
+from soundscape.audio.functional import window_starts
+from soundscape.inference import Engine
+
+from .settings import AnalyzeSettings
+
+__all__ = ["Detection", "FileAnalysis", "analyze_file", "detections", "load_model", "stream_windows"]
+
+
+def load_model(settings: AnalyzeSettings) -> VerifiedModel:
+    """The sha256-verified model the settings name: ``model_dir`` or the store's ``name``/``version``.
+
+    Raises:
+        StoreError: the model is missing, its card is invalid, or its bytes do not match the card.
+    """
+    if settings.model_dir is None:
+        return ModelStore(settings.store).load(settings.name, settings.version)
+    folder = Path(settings.model_dir)
+    try:
+        card = ModelCard.load(folder / CARD_FILE)
+        data = (folder / MODEL_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise StoreError(StoreErrorCode.NOT_FOUND, f"{folder}: not a model folder ({exc})") from None
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise StoreError(StoreErrorCode.BAD_CARD, f"{folder / CARD_FILE}: invalid model card ({exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        raise StoreError(StoreErrorCode.CHECKSUM,
+                         f"{folder / MODEL_FILE}: sha256 {digest[:12]}... does not match the card's "
+                         f"{card.sha256[:12] or '(none)'}...")
+    return VerifiedModel(card=card, onnx_bytes=data, path=folder / MODEL_FILE)
+
+
+@dataclass(frozen=True)
+class FileAnalysis:
+    """Per-window results of one file.
+
+    Attributes:
+        starts_s (np.ndarray): ``(n_windows,)`` window starts in seconds.
+        ends_s (np.ndarray): ``(n_windows,)`` window ends (``start + window_s``).
+        probabilities (np.ndarray): ``(n_windows, n_labels)`` float32.
+        embeddings (np.ndarray | None): ``(n_windows, dim)`` float32 when requested.
+        duration_s (float): audio length at the model's rate.
+        sample_rate (int): the file's own rate.
+        channels (int): the file's channel count.
+    """
+
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    probabilities: np.ndarray
+    embeddings: np.ndarray | None
+    duration_s: float
+    sample_rate: int
+    channels: int
+
+
+def stream_windows(blocks: Iterator[np.ndarray], sample_rate: int, window_s: float, hop_s: float,
+                   min_partial_s: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Windows of a block stream, equal to those of the concatenated signal (``frame_windows``).
+
+    Full windows are yielded as soon as the blocks cover them; once the stream ends and its length is
+    known, :func:`~soundscape.audio.functional.window_starts` decides the rest (a zero-padded partial
+    last window, or the single window of a short file). Only the samples the next window needs are kept.
+
+    Args:
+        blocks: ``(n,)`` float32 blocks at ``sample_rate``, in order.
+        sample_rate (int): rate of the blocks.
+        window_s, hop_s, min_partial_s: the windowing policy (see ``window_starts``).
+
+    Yields:
+        tuple: ``(start_s, window)`` with ``window`` of shape ``(window_samples,)`` float32.
+    """
+    win = int(round(window_s * sample_rate))
+    buf = np.zeros(0, np.float32)
+    offset = 0  # sample index of buf[0] in the whole signal
+    total = 0
+    i = 0
+    for block in blocks:
+        buf = np.concatenate([buf, block]) if len(buf) else block
+        total += len(block)
+        while True:
+            start = i * hop_s
+            a = int(round(start * sample_rate))
+            if a + win > total:
+                break
+            yield start, buf[a - offset : a - offset + win].copy()
+            i += 1
+        keep_from = min(int(round(i * hop_s * sample_rate)), total)
+        buf = buf[keep_from - offset :]
+        offset = keep_from
+    starts = window_starts(total, sample_rate, window_s, hop_s, min_partial_s)
+    for start in starts[i:]:
+        a = int(round(float(start) * sample_rate))
+        out = np.zeros(win, np.float32)
+        chunk = buf[max(a - offset, 0) : a - offset + win]
+        out[: len(chunk)] = chunk
+        yield float(start), out
+
+
+def analyze_file(engine: Engine, path: str | Path, settings: AnalyzeSettings) -> FileAnalysis:
+    """Stream one file through the engine, in bounded memory (see the module docstring).
+
+    Raises:
+        AudioError: the file is not usable audio (the code says why).
+    """
+    fe = engine.card.frontend
+    hop = settings.hop_s or fe.hop_s
+    info = probe(path)
+    blocks = stream(path, sample_rate=fe.sample_rate, block_s=settings.block_s)
+    starts, probs, embs, batch = [], [], [], []
+    total_samples = 0
+
+    def counted(it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        nonlocal total_samples
+        for b in it:
+            total_samples += len(b)
+            yield b
+
+    def flush() -> None:
+        p, e = engine.run(engine.frontend(np.stack(batch)), embeddings=settings.embeddings)
+        probs.append(p)
+        if e is not None:
+            embs.append(e)
+        batch.clear()
+
+    for start, window in stream_windows(counted(blocks), fe.sample_rate, fe.window_s, hop, fe.min_partial_s):
+        starts.append(start)
+        batch.append(window)
+        if len(batch) == settings.batch_size:
+            flush()
+    if batch:
+        flush()
+    starts_s = np.asarray(starts, dtype=np.float64)
+    n_labels = len(engine.card.labels)
+    return FileAnalysis(
+        starts_s=starts_s,
+        ends_s=starts_s + fe.window_s,
+        probabilities=np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32),
+        embeddings=np.concatenate(embs) if embs else None,
+        duration_s=total_samples / fe.sample_rate,
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+    )
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One (window, label) pair that passed the filters."""
+
+    window: int
+    start_s: float
+    end_s: float
+    code: str
+    confidence: float
+
+
+def detections(result: FileAnalysis, codes: list[str], settings: AnalyzeSettings) -> list[Detection]:
+    """Detections of a file: ``species`` filter, then ``min_conf``, then ``top_k`` per window.
+
+    Ordered by window, then by falling confidence (ties by label order).
+    """
+    keep = np.ones(len(codes), bool)
+    if settings.species:
+        keep = np.isin(codes, settings.species)
+    out = []
+    for w, row in enumerate(result.probabilities):
+        idx = [j for j in np.argsort(-row, kind="stable") if keep[j] and row[j] >= settings.min_conf]
+        if settings.top_k is not None:
+            idx = idx[: settings.top_k]
+        out.extend(Detection(w, float(result.starts_s[w]), float(result.ends_s[w]), codes[j], float(row[j]))
+                   for j in idx)
+    return out

@@ -1,0 +1,216 @@
+"""Running a batch analysis: find the files, skip finished ones, fan out to an engine, journal, summarise.
+
+Both engines run :class:`~soundscape.analyze.worker.FileProcessor` on each pending file; only this
+driver appends to the journal and writes the run-level files (``failures.csv``, ``submission.csv``,
+``summary.json``), so the journal has one writer whatever the engine.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import logging
+import multiprocessing as mp
+import queue
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from model_store import VerifiedModel
+
+from .core import load_model
+from .formats import SUFFIXES, TMP_MARK, write_atomic
+from .inputs import find_inputs
+from .journal import Journal, file_key
+from .settings import AnalyzeSettings
+from .worker import FileProcessor
+
+__all__ = ["FAILURES_FILE", "SUBMISSION_FILE", "SUMMARY_FILE", "run_analysis"]
+
+log = logging.getLogger(__name__)
+
+FAILURES_FILE = "failures.csv"
+SUBMISSION_FILE = "submission.csv"
+SUMMARY_FILE = "summary.json"
+
+
+def _worker_main(model: VerifiedModel, settings: AnalyzeSettings, tasks: mp.Queue, results: mp.Queue) -> None:
+    """A local worker process: one session, tasks until the ``None`` sentinel."""
+    logging.basicConfig(level=logging.WARNING)
+    processor = FileProcessor(model, settings)
+    for task in iter(tasks.get, None):
+        results.put(processor(task))
+
+
+def run_local(model: VerifiedModel, settings: AnalyzeSettings, tasks: list[dict]) -> Iterator[dict]:
+    """The local engine: ``settings.workers`` processes, each with its own ONNX session.
+
+    Yields:
+        dict: one journal record per task, in completion order.
+
+    Raises:
+        RuntimeError: a worker process died (the records yielded so far are kept by the caller).
+    """
+    n = min(settings.workers, len(tasks))
+    if n == 0:
+        return
+    ctx = mp.get_context("forkserver")
+    task_q, result_q = ctx.Queue(), ctx.Queue()
+    for t in tasks:
+        task_q.put(t)
+    for _ in range(n):
+        task_q.put(None)
+    procs = [ctx.Process(target=_worker_main, args=(model, settings, task_q, result_q), daemon=True)
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        for _ in range(len(tasks)):
+            while True:
+                try:
+                    yield result_q.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        raise RuntimeError(f"a worker process died (exit code {dead[0].exitcode}); "
+                                           "run again to resume") from None
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
+def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
+    codes = model.card.codes
+    unknown = sorted(set(settings.species or []) - set(codes))
+    if unknown:
+        raise ValueError(f"species={unknown} are not labels of {model.card.name} v{model.card.version} "
+                         f"(labels: {', '.join(codes)})")
+    if ("parquet" in settings.formats or settings.embeddings) and importlib.util.find_spec("pyarrow") is None:
+        raise ValueError("--format parquet and --embeddings need pyarrow: pip install 'soundscape[batch]'")
+    if settings.embeddings and model.card.embedding_output is None:
+        raise ValueError(f"embeddings=True but {model.card.name} v{model.card.version} has no embedding output")
+
+
+def _remove_stale_temps(out: Path) -> None:
+    for p in out.rglob(f".*{TMP_MARK}*"):
+        p.unlink(missing_ok=True)
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def run_analysis(settings: AnalyzeSettings, *, progress: bool = True) -> dict:
+    """Analyse every input file not yet finished, then write the run's summary.
+
+    Args:
+        settings (AnalyzeSettings): what to analyse and how.
+        progress (bool): show a tqdm bar. (Default: ``True``)
+
+    Returns:
+        dict: the summary (also saved as ``OUT/summary.json``).
+
+    Raises:
+        ValueError: bad inputs or options (naming them).
+        StoreError: the model cannot be loaded or verified.
+    """
+    t0 = time.perf_counter()
+    out = Path(settings.out).resolve()
+    settings = settings.model_copy(update={"out": out})
+    model = load_model(settings)
+    _check_settings(settings, model)
+    files = find_inputs(settings.inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
+    journal = Journal(out)
+    options = settings.result_options()
+
+    keys: dict[str, str] = {}
+    failures: dict[str, dict] = {}
+    pending = []
+    for f in files:
+        try:
+            keys[f.path] = key = file_key(f.path, model.card, options)
+        except OSError as exc:
+            failures[f.path] = {"path": f.path, "error_code": "io_error", "message": f"{f.path}: {exc}"}
+            continue
+        if not (settings.resume and journal.done(key)):
+            pending.append({"path": f.path, "rel": f.rel, "key": key})
+    skipped = len(keys) - len(pending)
+    log.info("%d file(s): %d to analyse, %d already finished (journal %s)", len(files), len(pending), skipped,
+             journal.path)
+
+    if settings.engine == "ray":
+        from .ray_engine import run_ray  # ray is imported only here
+
+        records = run_ray(model, settings, pending)
+    else:
+        records = run_local(model, settings, pending)
+    analysed_s = 0.0
+    with tqdm(total=len(pending), unit="file", disable=not progress, desc="analyze") as bar:
+        for rec in records:
+            journal.append(rec)
+            if rec["status"] == "done":
+                analysed_s += rec["duration_s"]
+            else:
+                log.warning("%s", rec["message"])
+            bar.update(1)
+            bar.set_postfix(audio_h=f"{analysed_s / 3600:.2f}")
+    wall = time.perf_counter() - t0
+    return _finish(settings, model, files, keys, journal, failures, len(pending), skipped, analysed_s, wall)
+
+
+def _finish(settings: AnalyzeSettings, model: VerifiedModel, files: list, keys: dict[str, str], journal: Journal,
+            failures: dict[str, dict], n_pending: int, skipped: int, analysed_s: float, wall: float) -> dict:
+    out = Path(settings.out)
+    done = []
+    for f in files:
+        rec = journal.records.get(keys.get(f.path, ""))
+        if rec is None:
+            continue
+        if rec["status"] == "done":
+            done.append((f, rec))
+        else:
+            failures[f.path] = rec
+    failed_rows = [[r["path"], r["error_code"], r["message"]] for r in sorted(failures.values(),
+                                                                            key=lambda r: r["path"])]
+    fail_text = _csv_text(["path", "error_code", "message"], failed_rows)
+    write_atomic(out / "failures.csv", lambda tmp: tmp.write_text(fail_text, encoding="utf-8"))
+    if "birdclef" in settings.formats:
+        parts = [(out / (f.rel + SUFFIXES["birdclef"])).read_text(encoding="utf-8") for f, _ in done]
+        header = "row_id," + ",".join(model.card.codes) + "\n"
+        body = "".join(p.split("\n", 1)[1] for p in parts)
+        write_atomic(out / SUBMISSION_FILE, lambda tmp: tmp.write_text(header + body, encoding="utf-8"))
+    per_species: Counter = Counter()
+    for _, rec in done:
+        per_species.update(rec["detections"])
+    audio_s = sum(rec["duration_s"] for _, rec in done)
+    summary = {
+        "model": {"name": model.card.name, "version": model.card.version, "sha256": model.card.sha256},
+        "engine": settings.engine,
+        "workers": settings.workers,
+        "files": {"found": len(files), "done": len(done), "analysed_this_run": n_pending,
+                  "skipped_finished": skipped, "failed": len(failures)},
+        "audio_hours": round(audio_s / 3600, 6),
+        "audio_hours_this_run": round(analysed_s / 3600, 6),
+        "detections_per_species": dict(sorted(per_species.items())),
+        "failures": len(failures),
+        "wall_s": round(wall, 3),
+        "throughput_audio_min_per_s": round(analysed_s / 60 / wall, 3) if wall > 0 else None,
+        "options": settings.result_options(),
+    }
+    text = json.dumps(summary, indent=2) + "\n"
+    write_atomic(out / SUMMARY_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return summary

@@ -1,0 +1,84 @@
+"""The typed settings of one batch-analysis run (built by the CLI, or directly in Python)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from model_store import DEFAULT_MODEL_NAME, default_store_path
+
+__all__ = ["FORMATS", "AnalyzeSettings", "OutputFormat"]
+
+OutputFormat = Literal["csv", "parquet", "birdclef", "raven", "audacity", "json"]
+FORMATS: tuple[str, ...] = ("csv", "parquet", "birdclef", "raven", "audacity", "json")
+
+
+def _cpus() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+class AnalyzeSettings(BaseModel):
+    """Everything one ``soundscape analyze`` run is told; frozen once built.
+
+    Only the fields in :meth:`result_options` change what is written for a file, so only they (with the
+    file's identity and the model's) key the journal: changing ``workers`` or ``engine`` does not redo
+    finished files.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inputs: list[str] = Field(..., min_length=1, description="Files, folders (walked recursively) or globs.")
+    out: Path = Field(..., description="Output folder (created).")
+    store: Path = Field(default_factory=default_store_path, description="Model store root.")
+    name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the store.")
+    version: int | None = Field(None, ge=1, description="Model version (default: production).")
+    model_dir: Path | None = Field(None, description="A version folder (card.json + model.onnx) instead "
+                                                     "of the store.")
+    hop_s: float | None = Field(None, gt=0, le=60, description="Step between windows (default: the card's).")
+    min_conf: float = Field(0.1, ge=0, le=1, description="Detections need at least this probability.")
+    species: list[str] | None = Field(None, description="Only report these label codes.")
+    top_k: int | None = Field(None, ge=1, description="At most this many detections per window.")
+    formats: list[OutputFormat] = Field(default_factory=lambda: ["csv"], min_length=1)
+    embeddings: bool = Field(False, description="Also write per-window embeddings to Parquet.")
+    engine: Literal["local", "ray"] = Field("local")
+    workers: int = Field(default_factory=_cpus, ge=1, le=1024, description="Worker processes / Ray actors.")
+    address: str | None = Field(None, description="Ray cluster address (default: start a local Ray).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance.")
+    resume: bool = Field(True, description="Skip files the journal lists as finished.")
+    block_s: float = Field(60.0, gt=0, le=3600, description="Seconds of audio decoded at a time.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Windows per model run.")
+
+    @field_validator("formats")
+    @classmethod
+    def _unique_formats(cls, formats: list[str]) -> list[str]:
+        return list(dict.fromkeys(formats))
+
+    @field_validator("species")
+    @classmethod
+    def _species(cls, species: list[str] | None) -> list[str] | None:
+        if species is not None and not species:
+            raise ValueError("species=[] selects nothing; leave it unset to report every label")
+        return species
+
+    @model_validator(mode="after")
+    def _check(self) -> AnalyzeSettings:
+        if self.model_dir is not None and self.version is not None:
+            raise ValueError(f"version={self.version} and model_dir={self.model_dir} are exclusive")
+        return self
+
+    def result_options(self) -> dict:
+        """The options that change a file's outputs (part of its journal key)."""
+        return {
+            "hop_s": self.hop_s,
+            "min_conf": self.min_conf,
+            "species": sorted(self.species) if self.species else None,
+            "top_k": self.top_k,
+            "formats": sorted(self.formats),
+            "embeddings": self.embeddings,
+        }

@@ -1,0 +1,64 @@
+"""The unit of work shared by both engines: analyse one file, write its outputs, return its record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from model_store import VerifiedModel
+from soundscape.audio import AudioError
+from soundscape.inference import Engine
+
+from .core import analyze_file, detections
+from .formats import write_outputs
+from .settings import AnalyzeSettings
+
+__all__ = ["FileProcessor"]
+
+log = logging.getLogger(__name__)
+
+
+class FileProcessor:
+    """One ONNX session (1 intra-op thread) that turns tasks into journal records.
+
+    Used once per local worker process and once per Ray actor.
+
+    Args:
+        model (VerifiedModel): the verified model.
+        settings (AnalyzeSettings): the run's settings.
+    """
+
+    def __init__(self, model: VerifiedModel, settings: AnalyzeSettings) -> None:
+        self.engine = Engine(model, intra_op_threads=1, inter_op_threads=1, fft_workers=1)
+        self.settings = settings
+
+    def __call__(self, task: dict) -> dict:
+        """Analyse ``task`` (``path``, ``rel``, ``key``) and write its outputs under ``settings.out``.
+
+        Returns:
+            dict: the journal record; ``status`` is ``done`` or ``failed`` (with ``error_code`` and
+            ``message``). Never raises for a bad file.
+        """
+        s = self.settings
+        card = self.engine.card
+        t0 = time.perf_counter()
+        record = {"key": task["key"], "path": task["path"], "rel": task["rel"]}
+        try:
+            result = analyze_file(self.engine, task["path"], s)
+            dets = detections(result, card.codes, s)
+            outputs = write_outputs(Path(s.out) / task["rel"], task["path"], result, dets, card, s.formats,
+                                    s.embeddings)
+        except AudioError as exc:
+            return {**record, "status": "failed", "error_code": str(exc.code), "message": exc.message}
+        except OSError as exc:
+            return {**record, "status": "failed", "error_code": "io_error", "message": f"{task['path']}: {exc}"}
+        except Exception as exc:  # a bug must not stop the run; the traceback goes to the log
+            log.exception("%s: unexpected error", task["path"])
+            return {**record, "status": "failed", "error_code": "internal_error",
+                    "message": f"{task['path']}: {type(exc).__name__}: {exc}"}
+        return {**record, "status": "done", "duration_s": result.duration_s, "windows": len(result.starts_s),
+                "detections": dict(sorted(Counter(d.code for d in dets).items())),
+                "outputs": [str(Path(p).relative_to(s.out)) for p in outputs],
+                "seconds": round(time.perf_counter() - t0, 4)}
