@@ -1,0 +1,54 @@
+"""``POST /v1/admin/reload`` and ``POST /v1/admin/promote/{version}`` (bearer token; 404 when disabled)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from ...errors import ApiError
+from ...model_manager import ModelLoadError, ServedModel
+from ...schemas import ErrorResponse, ModelRef, ReloadResponse
+from ..deps import AdminDep, ManagerDep
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+_ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    404: {"model": ErrorResponse, "description": "Admin disabled (no token configured), or no such version."},
+    409: {"model": ErrorResponse, "description": "The version was refused (checksum, load or warm-up failed); "
+                                                 "the previous model keeps serving."},
+}
+
+
+def _ref(model: ServedModel | None) -> ModelRef | None:
+    return ModelRef(name=model.name, version=model.version) if model else None
+
+
+def _refused(exc: ModelLoadError) -> ApiError:
+    status = 404 if exc.code == "model_not_found" else 409
+    return ApiError(status, exc.code, f"refused; the previous model keeps serving: {exc.message}")
+
+
+@router.post("/reload", response_model=ReloadResponse, responses=_ERRORS,
+             summary="Serve the store's production version (load + warm beside the old one, then swap)")
+async def reload(_: AdminDep, manager: ManagerDep) -> ReloadResponse:
+    try:
+        previous, served = await manager.reload()
+    except ModelLoadError as exc:
+        raise _refused(exc) from None
+    return ReloadResponse(previous=_ref(previous), served=_ref(served), changed=previous is not served,
+                          load_ms=round(served.load_s * 1000, 1) if previous is not served else 0.0)
+
+
+@router.post("/promote/{version}", response_model=ReloadResponse, responses=_ERRORS,
+             summary="Verify and warm a version, mark it production, then serve it")
+async def promote(version: Annotated[int, Path(ge=1, le=1_000_000, description="Version to promote.",
+                                               examples=[2])],
+                  _: AdminDep, manager: ManagerDep) -> ReloadResponse:
+    try:
+        previous, served = await manager.promote(version)
+    except ModelLoadError as exc:
+        raise _refused(exc) from None
+    return ReloadResponse(previous=_ref(previous), served=_ref(served), changed=previous is not served,
+                          load_ms=round(served.load_s * 1000, 1) if previous is not served else 0.0)

@@ -1,0 +1,121 @@
+"""The service's settings: one typed, validated object read from ``SOUNDSCAPE_*`` variables or ``.env``.
+
+Reach them only through :func:`get_settings` (cached), never through a module global, so tests and the
+CLI can build their own :class:`Settings` and hand it to :func:`app.main.create_app`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_store import DEFAULT_MODEL_NAME, default_store_path
+
+__all__ = ["Settings", "get_settings"]
+
+_MiB = 1024 * 1024
+
+
+def _cpus() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, with safe defaults.
+
+    Every field can be set with an environment variable ``SOUNDSCAPE_<FIELD>`` (e.g.
+    ``SOUNDSCAPE_STORE_PATH=/models``) or in a ``.env`` file; ``soundscape serve`` options override both.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SOUNDSCAPE_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", frozen=True)
+
+    # -- model -----------------------------------------------------------------------------------
+    store_path: Path = Field(default_factory=default_store_path,
+                             description="Root of the model store (default: the bundled store).")
+    model_name: str = Field(DEFAULT_MODEL_NAME, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                            description="Name of the model to serve from the store.")
+    require_model: bool = Field(
+        True, description="Fail start-up when no good model can be loaded; when false the service starts "
+                          "unready (503 no_model) and an admin reload can load one later.")
+
+    # -- network ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", min_length=1, description="Interface uvicorn binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    graceful_shutdown_s: float = Field(30.0, gt=0, le=600,
+                                       description="Seconds to let in-flight requests finish on SIGTERM.")
+
+    # -- limits ----------------------------------------------------------------------------------
+    max_upload_bytes: int = Field(64 * _MiB, ge=1024, description="Largest accepted audio file, in bytes.")
+    max_duration_s: float = Field(1800.0, gt=0, le=24 * 3600,
+                                  description="Longest accepted recording, in seconds (checked from the header).")
+    min_hop_s: float = Field(1.0, gt=0, le=60, description="Smallest hop_s a client may ask for.")
+    max_batch_files: int = Field(16, ge=1, le=1000, description="Most files in one /v1/predict/batch request.")
+    max_concurrent_requests: int = Field(
+        64, ge=1, le=100_000,
+        description="Prediction requests processed at once; more get 503 + Retry-After.")
+    max_queue_windows: int = Field(
+        4096, ge=1, description="Windows waiting for the model; a request that would exceed it gets 503.")
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After seconds sent with 503 answers.")
+    spool_threshold_bytes: int = Field(
+        1 * _MiB, ge=0, description="Uploads larger than this are spooled to a temporary file, not kept in RAM.")
+
+    # -- compute ---------------------------------------------------------------------------------
+    intra_op_threads: int = Field(default_factory=_cpus, ge=1, le=256,
+                                  description="ONNX Runtime threads inside one model run.")
+    inter_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads across graph nodes.")
+    fft_workers: int = Field(1, ge=1, le=256, description="FFT threads of the front end per call.")
+    cpu_workers: int = Field(default_factory=_cpus, ge=1, le=256,
+                             description="Threads that decode audio and compute spectrograms.")
+    batch_max_size: int = Field(32, ge=1, le=1024, description="Most windows in one model run.")
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=10_000,
+                                     description="How long a batch waits for more windows after its first.")
+    max_concurrent_batches: int = Field(1, ge=1, le=64, description="Model runs in flight at once.")
+
+    # -- admin and logging -----------------------------------------------------------------------
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the /v1/admin endpoints; they answer 404 when unset.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        secret = value.get_secret_value()
+        if secret.lower() in {"changethis", "changeme", "secret", "token", "admin"}:
+            raise ValueError(f"admin_token {secret!r} is a placeholder: set a real secret")
+        if len(secret) < 16:
+            raise ValueError(f"admin_token must be at least 16 characters, got {len(secret)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.spool_threshold_bytes > self.max_upload_bytes:
+            raise ValueError(
+                f"spool_threshold_bytes={self.spool_threshold_bytes} exceeds max_upload_bytes={self.max_upload_bytes}"
+            )
+        return self
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self.admin_token is not None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment and ``.env``."""
+    return Settings()
