@@ -1,0 +1,282 @@
+"""The augmentation recipe: waveform steps on 5 s crops, SpecAugment, mixup and cutmix on images.
+
+Every step is switched on by a probability in :class:`~training.config.AugmentConfig` and draws its
+randomness from one seeded :class:`Augmenter` (a numpy ``Generator`` for decisions and parameters, a
+torch ``Generator`` for noise), so a seed gives the same augmented batches, and the state is saved in
+checkpoints for an exact resume. Images come only from :class:`soundscape.audio.transforms.LogMelSpectrogram`.
+
+Waveform steps, in order: time shift (circular), speed (``torchaudio.functional.speed``, tempo and
+pitch; cropped or padded back to the window), pitch shift (tempo kept), background mixing at a random SNR,
+coloured noise (white, pink = 1/f, brown = 1/f^2 power) at a random SNR (both mixed with
+``torchaudio.functional.add_noise``, which sets the SNR exactly), gain. Gain is mostly undone by the
+front end's per-window normalisation; it matters with ``normalize="none"`` and through ``top_db``.
+
+Pitch shift: ``torchaudio.functional.pitch_shift`` resamples by ``sample_rate / 2**(n/12)``, a ratio with
+no small common divisor at 32 kHz, so its polyphase kernel is huge: about 1.5 s per 5 s clip on this CPU.
+:func:`pitch_shift` does the same thing (phase-vocoder time stretch, then resampling) with the resampling
+ratio approximated by a fraction of denominator <= 64 (pitch error < 0.01 semitone), about 100 times
+faster. One shift is drawn per batch and applied to the selected clips together.
+
+Image steps: SpecAugment (``torchaudio.transforms.FrequencyMasking`` / ``TimeMasking``, independent masks
+per image); mixup (per batch; targets ``union`` = element-wise max, or ``weighted`` = ``lam*y1 +
+(1-lam)*y2``); cutmix of a full-height time band (per batch; targets area-weighted by the kept fraction).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio
+
+from .config import AugmentConfig
+from .data import crop
+
+__all__ = ["Augmenter", "colored_noise", "cutmix", "mix_at_snr", "mixup", "pitch_shift", "snr_db"]
+
+
+def colored_noise(shape: tuple[int, int], color: str, generator: torch.Generator) -> torch.Tensor:
+    """Unit-variance noise with power spectrum ``1/f**beta`` (white 0, pink 1, brown 2).
+
+    Args:
+        shape (tuple): ``(batch, samples)``.
+        color (str): ``white``, ``pink`` or ``brown``.
+        generator (torch.Generator): CPU generator.
+
+    Returns:
+        torch.Tensor: ``(batch, samples)`` float32 on the CPU.
+    """
+    beta = {"white": 0.0, "pink": 1.0, "brown": 2.0}.get(color)
+    if beta is None:
+        raise ValueError(f"unknown noise color {color!r}; expected white, pink or brown")
+    white = torch.randn(shape, generator=generator)
+    if beta == 0:
+        return white
+    n = shape[-1]
+    spec = torch.fft.rfft(white, dim=-1)
+    freqs = torch.fft.rfftfreq(n)
+    freqs[0] = freqs[1]  # no infinite DC gain
+    noise = torch.fft.irfft(spec / freqs.pow(beta / 2), n=n, dim=-1)
+    return noise / noise.std(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def snr_db(signal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``10 log10(energy(signal) / energy(noise))`` per row of ``(batch, samples)``."""
+    return 10 * torch.log10(signal.pow(2).sum(-1) / noise.pow(2).sum(-1))
+
+
+def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+    """Add ``noise`` scaled to the given SNR (``torchaudio.functional.add_noise``).
+
+    Rows whose signal or noise is silent are returned unchanged (the SNR is undefined there).
+
+    Args:
+        signal (torch.Tensor): ``(batch, samples)``.
+        noise (torch.Tensor): ``(batch, samples)``.
+        snr (torch.Tensor): ``(batch,)`` dB.
+    """
+    ok = (signal.pow(2).sum(-1) > 1e-12) & (noise.pow(2).sum(-1) > 1e-12)
+    if not ok.any():
+        return signal
+    out = signal.clone()
+    out[ok] = torchaudio.functional.add_noise(signal[ok], noise[ok], snr[ok].to(signal.dtype))
+    return out
+
+
+def _ratio(x: float, max_denominator: int = 64) -> tuple[int, int]:
+    f = Fraction(x).limit_denominator(max_denominator)
+    return f.numerator, f.denominator
+
+
+def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Centre-crop or zero-pad ``(batch, n)`` to ``length`` samples."""
+    n = x.shape[-1]
+    if n >= length:
+        start = (n - length) // 2
+        return x[..., start : start + length]
+    return torch.nn.functional.pad(x, (0, length - n))
+
+
+def pitch_shift(x: torch.Tensor, semitones: float, *, n_fft: int = 512) -> torch.Tensor:
+    """Shift pitch by ``semitones`` keeping the tempo (phase vocoder + rational resampling).
+
+    Args:
+        x (torch.Tensor): ``(batch, samples)``.
+        semitones (float): shift; positive raises the pitch.
+        n_fft (int): STFT size of the phase vocoder. (Default: ``512``)
+
+    Returns:
+        torch.Tensor: ``(batch, samples)``, same length.
+    """
+    if semitones == 0:
+        return x
+    hop = n_fft // 4
+    factor = 2.0 ** (semitones / 12.0)  # frequency multiplier
+    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)
+    phase_advance = torch.linspace(0, math.pi * hop, spec.shape[-2], device=x.device, dtype=x.dtype)[..., None]
+    stretched = torchaudio.functional.phase_vocoder(spec, 1.0 / factor, phase_advance)  # factor x longer
+    y = torch.istft(stretched, n_fft, hop, window=window, length=int(round(x.shape[-1] * factor)))
+    up, down = _ratio(factor)  # resample by 1/factor: back to the original length, pitch x factor
+    y = torchaudio.functional.resample(y, orig_freq=up, new_freq=down)
+    return _fit(y, x.shape[-1])
+
+
+def mixup(images: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor,
+          targets_mode: str = "union") -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each image with ``images[perm]``: ``lam * a + (1 - lam) * b``.
+
+    Args:
+        images (torch.Tensor): ``(batch, 1, n_mels, frames)``.
+        targets (torch.Tensor): ``(batch, n_classes)``.
+        lam (float): weight of the original image, in [0, 1].
+        perm (torch.Tensor): ``(batch,)`` partner indices.
+        targets_mode (str): ``union`` (element-wise max) or ``weighted`` (same weights as the images).
+    """
+    mixed = lam * images + (1 - lam) * images[perm]
+    if targets_mode == "union":
+        return mixed, torch.maximum(targets, targets[perm])
+    if targets_mode == "weighted":
+        return mixed, lam * targets + (1 - lam) * targets[perm]
+    raise ValueError(f"unknown mixup targets mode {targets_mode!r}; expected union or weighted")
+
+
+def cutmix(images: torch.Tensor, targets: torch.Tensor, start: int, width: int,
+           perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste frames ``[start, start + width)`` of ``images[perm]`` into each image (full height).
+
+    Targets are area-weighted: ``lam * y + (1 - lam) * y[perm]`` with ``lam = 1 - width / frames``.
+    """
+    frames = images.shape[-1]
+    if start < 0 or width < 0 or start + width > frames:
+        raise ValueError(f"cutmix band [{start}, {start + width}) is outside [0, {frames})")
+    out = images.clone()
+    out[..., start : start + width] = images[perm][..., start : start + width]
+    lam = 1.0 - width / frames
+    return out, lam * targets + (1 - lam) * targets[perm]
+
+
+class Augmenter:
+    """The seeded augmentation pipeline of one training process.
+
+    Args:
+        cfg (AugmentConfig): the recipe.
+        sample_rate (int): rate of the waveforms.
+        backgrounds (Sequence[np.ndarray]): background recordings ``(n,)`` float32 at ``sample_rate``.
+        seed (int): seed of every random draw. (Default: ``0``)
+
+    Example:
+        >>> aug = Augmenter(AugmentConfig(), 32000, backgrounds, seed=0)
+        >>> waves = aug.waveform(waves)                     # (batch, samples)
+        >>> images, targets = aug.spectrogram(fe(waves), targets)
+    """
+
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, backgrounds: Sequence[np.ndarray] = (), *,
+                 seed: int = 0) -> None:
+        self.cfg = cfg
+        self.sample_rate = sample_rate
+        self.backgrounds = [np.asarray(b, dtype=np.float32) for b in backgrounds if len(b)]
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.freq_mask = torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)
+        self.time_mask = torchaudio.transforms.TimeMasking(cfg.time_mask_param, iid_masks=True)
+
+    # -- state, for checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"numpy": self.rng.bit_generator.state, "torch": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["numpy"]
+        self.generator.set_state(state["torch"])
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _select(self, batch: int, p: float) -> torch.Tensor:
+        """Indices of the samples a step with probability ``p`` applies to."""
+        if p <= 0:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.as_tensor(np.flatnonzero(self.rng.random(batch) < p), dtype=torch.long)
+
+    def _uniform(self, bounds: tuple[float, float], n: int) -> np.ndarray:
+        return self.rng.uniform(bounds[0], bounds[1], size=n)
+
+    # -- waveform ----------------------------------------------------------------------------------
+    def waveform(self, x: torch.Tensor) -> torch.Tensor:
+        """Augment a batch of waveforms.
+
+        Args:
+            x (torch.Tensor): ``(batch, samples)`` float32, any device.
+
+        Returns:
+            torch.Tensor: ``(batch, samples)``, a new tensor (``x`` is not modified).
+        """
+        cfg, (batch, n) = self.cfg, x.shape
+        x = x.clone()
+        if len(sel := self._select(batch, cfg.shift_p)):
+            max_shift = int(cfg.shift_max_s * self.sample_rate)
+            for i, shift in zip(sel.tolist(), self.rng.integers(-max_shift, max_shift + 1, len(sel)), strict=True):
+                x[i] = torch.roll(x[i], int(shift))
+        if len(sel := self._select(batch, cfg.speed_p)):
+            factor = round(float(self._uniform(cfg.speed_range, 1)[0]), 2)
+            if factor != 1.0:
+                # orig_freq=100 keeps the resampling kernel small; speed depends only on the ratio.
+                fast, _ = torchaudio.functional.speed(x[sel], orig_freq=100, factor=factor)
+                x[sel] = _fit(fast, n)
+        if len(sel := self._select(batch, cfg.pitch_p)):
+            x[sel] = pitch_shift(x[sel], float(self._uniform(cfg.pitch_semitones, 1)[0]))
+        if len(sel := self._select(batch, cfg.background_p)) and self.backgrounds:
+            picks = self.rng.integers(0, len(self.backgrounds), len(sel))
+            noise = np.stack([crop(self.backgrounds[j], n, self.rng) for j in picks])
+            snr = torch.as_tensor(self._uniform(cfg.background_snr_db, len(sel)), dtype=x.dtype)
+            x[sel] = mix_at_snr(x[sel], torch.from_numpy(noise).to(x.device), snr.to(x.device))
+        if len(sel := self._select(batch, cfg.noise_p)):
+            colors = self.rng.choice(cfg.noise_colors, len(sel))
+            noise = torch.stack([colored_noise((1, n), str(c), self.generator)[0] for c in colors])
+            snr = torch.as_tensor(self._uniform(cfg.noise_snr_db, len(sel)), dtype=x.dtype)
+            x[sel] = mix_at_snr(x[sel], noise.to(x.device), snr.to(x.device))
+        if len(sel := self._select(batch, cfg.gain_p)):
+            gain = torch.as_tensor(10 ** (self._uniform(cfg.gain_db, len(sel)) / 20), dtype=x.dtype)
+            x[sel] = x[sel] * gain.to(x.device)[:, None]
+        return x
+
+    # -- spectrogram -------------------------------------------------------------------------------
+    def _masked(self, mask: torch.nn.Module, images: torch.Tensor, sel: torch.Tensor, count: int) -> torch.Tensor:
+        devices = [images.device.index or 0] if images.is_cuda else []
+        with torch.random.fork_rng(devices=devices):  # torchaudio draws masks from the global RNG
+            torch.manual_seed(int(self.rng.integers(0, 2**62)))
+            part = images[sel]
+            for _ in range(count):
+                part = mask(part)
+        images[sel] = part
+        return images
+
+    def spectrogram(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SpecAugment, mixup and cutmix on a batch of images.
+
+        Args:
+            images (torch.Tensor): ``(batch, 1, n_mels, frames)``.
+            targets (torch.Tensor): ``(batch, n_classes)``.
+
+        Returns:
+            tuple: augmented images and the matching targets (new tensors).
+        """
+        cfg, batch = self.cfg, images.shape[0]
+        images, targets = images.clone(), targets.clone()
+        if len(sel := self._select(batch, cfg.freq_mask_p)):
+            images = self._masked(self.freq_mask, images, sel.to(images.device), cfg.n_freq_masks)
+        if len(sel := self._select(batch, cfg.time_mask_p)):
+            images = self._masked(self.time_mask, images, sel.to(images.device), cfg.n_time_masks)
+        if batch > 1 and cfg.mixup_p > 0 and self.rng.random() < cfg.mixup_p:
+            lam = float(self.rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+            perm = torch.as_tensor(self.rng.permutation(batch), device=images.device)
+            images, targets = mixup(images, targets, lam, perm, cfg.mixup_targets)
+        if batch > 1 and cfg.cutmix_p > 0 and self.rng.random() < cfg.cutmix_p:
+            frames = images.shape[-1]
+            width = int(round((1 - self.rng.beta(cfg.cutmix_alpha, cfg.cutmix_alpha)) * frames))
+            start = int(self.rng.integers(0, frames - width + 1))
+            perm = torch.as_tensor(self.rng.permutation(batch), device=images.device)
+            images, targets = cutmix(images, targets, start, width, perm)
+        return images, targets

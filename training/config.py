@@ -1,0 +1,141 @@
+"""Typed training settings: one :class:`TrainConfig` (with its :class:`AugmentConfig`) per run.
+
+The whole config is saved in every checkpoint (``train_config``) and can be read from a JSON file
+(``soundscape train --config config.json``), so a run is reproducible from its checkpoint alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from soundscape.audio import FrontendConfig
+
+__all__ = ["AugmentConfig", "TrainConfig"]
+
+Range = tuple[float, float]
+
+
+def _check_range(name: str, value: Range) -> None:
+    if value[0] > value[1]:
+        raise ValueError(f"{name}={value} must be (low, high) with low <= high")
+
+
+class AugmentConfig(BaseModel):
+    """The augmentation recipe. Every step has a probability ``*_p``; 0 switches it off.
+
+    Waveform steps act on each 5 s crop independently (``p`` per sample); mixup and cutmix act on the
+    spectrogram batch (``p`` per batch). Mixed targets: mixup uses ``mixup_targets`` (``union``: the
+    element-wise max, both birds are audible; ``weighted``: ``lam * y1 + (1 - lam) * y2``); cutmix
+    cuts a full-height time band, so targets are area-weighted (``lam`` = the kept fraction of time).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    noise_p: float = Field(0.5, ge=0, le=1, description="Add coloured noise.")
+    noise_colors: list[Literal["white", "pink", "brown"]] = Field(
+        default_factory=lambda: ["white", "pink", "brown"], min_length=1, description="Noise colours drawn.")
+    noise_snr_db: Range = Field((3.0, 30.0), description="Signal-to-noise ratio range, dB.")
+    background_p: float = Field(0.5, ge=0, le=1, description="Mix a background recording in.")
+    background_snr_db: Range = Field((0.0, 20.0), description="Signal-to-background ratio range, dB.")
+    shift_p: float = Field(0.5, ge=0, le=1, description="Circular time shift.")
+    shift_max_s: float = Field(2.5, ge=0, description="Largest shift, seconds.")
+    speed_p: float = Field(0.2, ge=0, le=1, description="Speed change (tempo and pitch).")
+    speed_range: Range = Field((0.9, 1.1), description="Speed factor range.")
+    pitch_p: float = Field(0.2, ge=0, le=1, description="Pitch shift (tempo kept).")
+    pitch_semitones: Range = Field((-2.0, 2.0), description="Pitch shift range, semitones.")
+    gain_p: float = Field(0.3, ge=0, le=1, description="Random gain.")
+    gain_db: Range = Field((-12.0, 12.0), description="Gain range, dB.")
+    freq_mask_p: float = Field(0.5, ge=0, le=1, description="SpecAugment frequency masking.")
+    freq_mask_param: int = Field(16, ge=1, description="Widest frequency mask, mel bands.")
+    n_freq_masks: int = Field(2, ge=1, description="Frequency masks per image.")
+    time_mask_p: float = Field(0.5, ge=0, le=1, description="SpecAugment time masking.")
+    time_mask_param: int = Field(30, ge=1, description="Widest time mask, frames.")
+    n_time_masks: int = Field(2, ge=1, description="Time masks per image.")
+    mixup_p: float = Field(0.5, ge=0, le=1, description="Mixup a batch with a shuffled copy.")
+    mixup_alpha: float = Field(0.4, gt=0, description="Beta(alpha, alpha) for the mixing weight.")
+    mixup_targets: Literal["union", "weighted"] = Field("union", description="How mixup mixes targets.")
+    cutmix_p: float = Field(0.25, ge=0, le=1, description="CutMix a time band from a shuffled copy.")
+    cutmix_alpha: float = Field(1.0, gt=0, description="Beta(alpha, alpha) for the kept fraction.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AugmentConfig:
+        for name in ("noise_snr_db", "background_snr_db", "speed_range", "pitch_semitones", "gain_db"):
+            _check_range(name, getattr(self, name))
+        if self.speed_range[0] <= 0:
+            raise ValueError(f"speed_range={self.speed_range} must be positive")
+        return self
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        """No augmentation at all (the plain recipe)."""
+        return cls(**{name: 0.0 for name in cls.model_fields if name.endswith("_p")})
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, name) > 0 for name in type(self).model_fields if name.endswith("_p"))
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs.
+
+    Validation uses the labelled soundscapes when ``soundscapes_labels`` and ``soundscapes_dir`` are
+    given (then every focal clip trains); otherwise ``val_fraction`` of the focal clips of each species
+    is held out (species with a single clip always stay in training).
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # data
+    metadata: Path = Field(..., description="train_metadata.csv (primary_label, secondary_labels, filename).")
+    audio_root: Path = Field(..., description="Folder the metadata's filenames are relative to.")
+    soundscapes_labels: Path | None = Field(None, description="soundscape_labels.csv for validation.")
+    soundscapes_dir: Path | None = Field(None, description="Folder of <soundscape_id>.<ext> recordings.")
+    backgrounds_dir: Path | None = Field(None, description="Background recordings for mixing.")
+    taxonomy: Path | None = Field(None, description="taxonomy.csv (primary_label, common_name, scientific_name).")
+    out_dir: Path = Field(..., description="Run directory: checkpoints, metrics.csv, curves.png, problems.csv.")
+    cache_dir: Path | None = Field(None, description="Decoded-audio cache (default: <out_dir>/../.audio_cache).")
+    # model
+    arch: str = Field("tf_efficientnet_lite0", description="Architecture name (training registry or timm).")
+    pretrained: bool = Field(True, description="Start from local pretrained weights.")
+    checkpoint: Path | None = Field(None, description="timm-compatible weights to start from.")
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig, description="Audio front end.")
+    drop_rate: float = Field(0.2, ge=0, lt=1)
+    drop_path_rate: float = Field(0.1, ge=0, lt=1)
+    # optimisation
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length, epochs (may be fractional).")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+    grad_clip: float | None = Field(5.0, gt=0, description="Max gradient norm (None: no clipping).")
+    loss: Literal["bce", "focal"] = Field("bce")
+    focal_gamma: float = Field(2.0, ge=0)
+    secondary_weight: float = Field(0.5, ge=0, le=1, description="Target value of secondary labels.")
+    sampling_alpha: float = Field(0.5, ge=0, le=1, description="Sampling weight ~ clips_per_species^-alpha.")
+    min_rating: float = Field(0.0, ge=0, description="Skip clips rated below this (0 keeps unrated).")
+    train_crop: Literal["random", "start"] = Field("random", description="Where training crops are cut.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # run
+    seed: int = Field(0)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    monitor: Literal["macro_roc_auc", "padded_cmap"] = Field("macro_roc_auc", description="Early-stop metric.")
+    early_stopping_patience: int | None = Field(5, ge=1, description="Epochs without improvement (None: off).")
+    num_workers: int = Field(0, ge=0)
+    val_batch_size: int = Field(64, ge=1)
+    resume: bool = Field(False, description="Continue from <out_dir>/last.pt.")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (tests).")
+    amp: bool = Field(True, description="Mixed precision when CUDA is present.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if (self.soundscapes_labels is None) != (self.soundscapes_dir is None):
+            raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
+        return self
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.out_dir.parent / ".audio_cache"

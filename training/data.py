@@ -1,0 +1,475 @@
+"""BirdCLEF-layout training data: metadata, labels, targets, a decoded-audio cache, crops, split, sampling.
+
+Layout: ``train_metadata.csv`` with ``primary_label``, ``secondary_labels`` (a Python list as a string,
+e.g. ``"['amered', 'houspa']"``), ``filename`` (relative to the audio root) and optional ``rating`` and
+``common_name``; optional ``taxonomy.csv`` with ``primary_label``, ``common_name``, ``scientific_name``.
+
+Nothing here crashes halfway through an epoch: unknown labels, missing files and unreadable audio are
+collected in a :class:`ProblemReport` (logged once, saved as ``problems.csv``) while the data is prepared,
+and the clips concerned are skipped. Every clip is decoded once into the :class:`AudioCache` (one ``.npy``
+per clip), so the epochs only read arrays.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from tqdm.auto import tqdm
+
+from soundscape.audio import AudioError, decode
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioCache",
+    "Clip",
+    "ClipDataset",
+    "Problem",
+    "ProblemReport",
+    "WeightedRankSampler",
+    "build_labels",
+    "crop",
+    "list_audio_files",
+    "make_targets",
+    "read_csv_rows",
+    "read_metadata",
+    "read_taxonomy",
+    "sampling_weights",
+    "stratified_split",
+]
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One unusable input: ``kind`` is ``unknown_label``, ``missing_file``, ``unreadable_audio`` or
+    ``bad_row``; ``file`` names the file (or CSV line) concerned."""
+
+    kind: str
+    file: str
+    detail: str
+
+
+@dataclass
+class ProblemReport:
+    """Problems found while preparing the data: a count and a list, logged once, saved as CSV."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, kind: str, file: str | os.PathLike, detail: str) -> None:
+        self.problems.append(Problem(kind, str(file), detail))
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(p.kind for p in self.problems))
+
+    def files(self, kind: str | None = None) -> set[str]:
+        return {p.file for p in self.problems if kind is None or p.kind == kind}
+
+    def log_summary(self, max_listed: int = 20) -> None:
+        if not self.problems:
+            log.info("data check: no problems found")
+            return
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts().items()))
+        listed = "; ".join(f"{p.file} ({p.kind}: {p.detail})" for p in self.problems[:max_listed])
+        more = f"; ... and {len(self.problems) - max_listed} more" if len(self.problems) > max_listed else ""
+        log.warning("data check: %d problems (%s), skipped: %s%s", len(self.problems), counts, listed, more)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["kind", "file", "detail"])
+            writer.writerows([p.kind, p.file, p.detail] for p in self.problems)
+        return path
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One focal recording of the metadata.
+
+    Attributes:
+        path (Path): the audio file.
+        primary (str): primary label code.
+        secondary (tuple[str, ...]): secondary label codes known to the vocabulary.
+        rating (float | None): quality rating, when given.
+    """
+
+    path: Path
+    primary: str
+    secondary: tuple[str, ...] = ()
+    rating: float | None = None
+
+
+def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not readable CSV or lacks a required column (both named in the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
+    return rows
+
+
+def read_taxonomy(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """``{code: {"common_name", "scientific_name"}}`` from ``taxonomy.csv``."""
+    rows = read_csv_rows(path, ["primary_label"])
+    return {r["primary_label"].strip(): {"common_name": (r.get("common_name") or "").strip(),
+                                         "scientific_name": (r.get("scientific_name") or "").strip()}
+            for r in rows if r["primary_label"].strip()}
+
+
+def _parse_secondary(text: str) -> list[str]:
+    text = (text or "").strip()
+    if not text:
+        return []
+    value = ast.literal_eval(text)  # a Python list literal, as in BirdCLEF; never eval
+    if isinstance(value, str):
+        return [value] if value else []
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"not a list of strings: {text!r}")
+    return [v.strip() for v in value if v.strip()]
+
+
+def read_metadata(metadata: str | os.PathLike, audio_root: str | os.PathLike, problems: ProblemReport, *,
+                  taxonomy: dict[str, dict[str, str]] | None = None, min_rating: float = 0.0,
+                  ) -> tuple[list[Clip], dict[str, str]]:
+    """Read ``train_metadata.csv``; rows that cannot be used go to ``problems``.
+
+    The vocabulary is the set of primary labels (restricted to the taxonomy when one is given). A row
+    whose primary label is not in the taxonomy is skipped (``unknown_label``); a secondary label outside
+    the vocabulary is dropped from that clip's targets and reported; a file that does not exist is
+    skipped (``missing_file``).
+
+    Args:
+        metadata (path): the CSV file.
+        audio_root (path): folder that ``filename`` is relative to.
+        problems (ProblemReport): collects what is skipped.
+        taxonomy (dict, optional): from :func:`read_taxonomy`.
+        min_rating (float): skip clips rated below this; unrated (or 0) clips are kept. (Default: ``0``)
+
+    Returns:
+        tuple: the usable clips, and ``{code: common_name}`` from the metadata's ``common_name`` column.
+    """
+    metadata, audio_root = Path(metadata), Path(audio_root)
+    if not audio_root.is_dir():
+        raise FileNotFoundError(f"audio root is not a folder: {audio_root}")
+    rows = read_csv_rows(metadata, ["primary_label", "filename"])
+    if not rows:
+        raise ValueError(f"{metadata}: holds no rows")
+    primaries = {r["primary_label"].strip() for r in rows if r["primary_label"].strip()}
+    vocab = primaries & set(taxonomy) if taxonomy is not None else primaries
+    names: dict[str, str] = {}
+    clips = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{metadata.name}:{line}"
+        filename = (row.get("filename") or "").strip()
+        primary = row["primary_label"].strip()
+        if not filename or not primary:
+            problems.add("bad_row", where, "empty primary_label or filename")
+            continue
+        path = audio_root / filename
+        if primary not in vocab:
+            problems.add("unknown_label", path, f"primary label {primary!r} is not in the taxonomy")
+            continue
+        try:
+            secondary = _parse_secondary(row.get("secondary_labels", ""))
+        except (ValueError, SyntaxError) as exc:
+            problems.add("bad_row", path, f"secondary_labels unreadable ({exc}); ignored")
+            secondary = []
+        unknown = [s for s in secondary if s not in vocab]
+        if unknown:
+            problems.add("unknown_label", path, f"secondary label(s) {unknown} not in the vocabulary; ignored")
+        rating = None
+        if (row.get("rating") or "").strip():
+            try:
+                rating = float(row["rating"])
+            except ValueError:
+                problems.add("bad_row", path, f"rating {row['rating']!r} is not a number; ignored")
+        if rating is not None and 0 < rating < min_rating:
+            continue
+        if not path.is_file():
+            problems.add("missing_file", path, "no such file")
+            continue
+        if row.get("common_name"):
+            names.setdefault(primary, row["common_name"].strip())
+        clips.append(Clip(path=path, primary=primary,
+                          secondary=tuple(dict.fromkeys(s for s in secondary if s in vocab and s != primary)),
+                          rating=rating))
+    return clips, names
+
+
+def build_labels(clips: Iterable[Clip], taxonomy: dict[str, dict[str, str]] | None = None,
+                 names: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The output classes, sorted by code: ``[{"code", "common_name", "scientific_name"}]``.
+
+    Every primary label of ``clips`` is a class; names come from the taxonomy, else the metadata.
+    """
+    taxonomy, names = taxonomy or {}, names or {}
+    codes = sorted({c.primary for c in clips})
+    return [{"code": code,
+             "common_name": taxonomy.get(code, {}).get("common_name") or names.get(code, ""),
+             "scientific_name": taxonomy.get(code, {}).get("scientific_name", "")} for code in codes]
+
+
+def make_targets(clips: Sequence[Clip], codes: Sequence[str], secondary_weight: float) -> np.ndarray:
+    """Multi-label targets: primary label 1, secondary labels ``secondary_weight``.
+
+    Returns:
+        np.ndarray: ``(n_clips, n_classes)`` float32.
+    """
+    if not 0 <= secondary_weight <= 1:
+        raise ValueError(f"secondary_weight={secondary_weight} must be in [0, 1]")
+    index = {c: i for i, c in enumerate(codes)}
+    y = np.zeros((len(clips), len(codes)), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        for s in clip.secondary:
+            if s in index:
+                y[row, index[s]] = secondary_weight
+        y[row, index[clip.primary]] = 1.0
+    return y
+
+
+def stratified_split(clips: Sequence[Clip], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Hold out ``round(n * val_fraction)`` clips of each species, never the last one.
+
+    A species with a single clip therefore stays entirely in training.
+
+    Returns:
+        tuple: sorted train indices and sorted validation indices into ``clips``.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, clip in enumerate(clips):
+        by_label.setdefault(clip.primary, []).append(i)
+    val = []
+    for code in sorted(by_label):
+        idx = by_label[code]
+        n_val = min(len(idx) - 1, int(round(len(idx) * val_fraction)))
+        if n_val > 0:
+            val.extend(int(i) for i in rng.permutation(idx)[:n_val])
+    val_set = set(val)
+    return [i for i in range(len(clips)) if i not in val_set], sorted(val)
+
+
+def sampling_weights(clips: Sequence[Clip], alpha: float) -> np.ndarray:
+    """Per-clip sampling weights ``count(primary) ** -alpha`` (0 = uniform, 1 = class-balanced).
+
+    Returns:
+        np.ndarray: ``(n_clips,)`` float64, summing to 1.
+    """
+    if alpha < 0:
+        raise ValueError(f"sampling alpha={alpha} must be >= 0")
+    counts = Counter(c.primary for c in clips)
+    w = np.array([counts[c.primary] ** -alpha for c in clips], dtype=np.float64)
+    return w / w.sum()
+
+
+class WeightedRankSampler(Sampler[int]):
+    """``WeightedRandomSampler`` for one rank of a distributed run.
+
+    Every rank draws the same ``num_samples`` indices with replacement from ``torch.multinomial`` (the
+    draw ``WeightedRandomSampler`` makes) using a generator seeded with ``(seed, epoch)``, then keeps
+    every ``world_size``-th one from ``rank``. One process (``world_size=1``) therefore samples exactly
+    as ``WeightedRandomSampler`` with that generator, and an epoch's order does not depend on history
+    (so a resumed run samples as an uninterrupted one).
+
+    Args:
+        weights (Sequence[float]): per-item weights.
+        num_samples (int): draws per epoch over all ranks.
+        seed (int): base seed.
+        rank (int), world_size (int): this process's place in the run. (Default: ``0``, ``1``)
+    """
+
+    def __init__(self, weights: Sequence[float], num_samples: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} is not in [0, world_size={world_size})")
+        self.weights = torch.as_tensor(np.asarray(weights), dtype=torch.double)
+        self.num_samples = num_samples
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        total = self.num_samples - self.num_samples % self.world_size  # equal share per rank
+        draws = torch.multinomial(self.weights, total, replacement=True, generator=g)
+        return iter(draws[self.rank :: self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples // self.world_size
+
+
+class AudioCache:
+    """Decoded, resampled audio as one ``.npy`` per file.
+
+    The key is the file's absolute path, modification time, size and the target rate, so an edited or
+    replaced file is decoded again, and a different front-end rate gets its own entries.
+
+    Args:
+        root (path): cache folder (created when needed).
+        sample_rate (int): rate to decode at.
+    """
+
+    def __init__(self, root: str | os.PathLike, sample_rate: int) -> None:
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.hits = 0
+        self.misses = 0
+
+    def path_for(self, file: str | os.PathLike) -> Path:
+        st = os.stat(file)
+        key = f"{Path(file).resolve()}|{st.st_mtime_ns}|{st.st_size}|{self.sample_rate}"
+        digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        return self.root / digest[:2] / f"{digest}.npy"
+
+    def load(self, file: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
+        """Samples of ``file`` at ``sample_rate``: ``(n,)`` float32, decoded once then read from the cache.
+
+        Raises:
+            AudioError: unreadable audio (nothing is cached then).
+            FileNotFoundError: no such file.
+        """
+        target = self.path_for(file)
+        if target.is_file():
+            try:
+                data = np.load(target, mmap_mode="r" if mmap else None)
+                self.hits += 1
+                return data
+            except (ValueError, OSError):
+                log.warning("cache entry %s for %s is damaged; decoding again", target, file)
+        self.misses += 1
+        samples = decode(file, sample_rate=self.sample_rate).samples
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, samples)
+        os.replace(tmp, target)  # atomic, so concurrent ranks or workers never read half a file
+        return samples
+
+    def prepare(self, files: Sequence[Path], problems: ProblemReport, *, workers: int = 1,
+                desc: str = "decoding") -> list[bool]:
+        """Decode every file into the cache up front, with a progress bar.
+
+        Returns:
+            list[bool]: per file, whether it is usable; unreadable ones are reported in ``problems``.
+        """
+
+        def one(file: Path) -> str | None:
+            try:
+                data = self.load(file)
+            except (AudioError, OSError) as exc:
+                return str(exc)
+            if len(data) == 0:
+                return "no samples"
+            return None
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            errors = list(tqdm(pool.map(one, files), total=len(files), desc=desc, unit="file", leave=False))
+        for file, error in zip(files, errors, strict=True):
+            if error is not None:
+                problems.add("unreadable_audio", file, error)
+        return [e is None for e in errors]
+
+
+def list_audio_files(folder: str | os.PathLike) -> list[Path]:
+    """Audio files under ``folder`` (recursively, by extension), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"not a folder: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def crop(samples: np.ndarray, length: int, rng: np.random.Generator | None) -> np.ndarray:
+    """A ``length``-sample crop: random (``rng``) or from the start (``rng=None``); short clips are
+    zero-padded, at a random offset when ``rng`` is given.
+
+    Args:
+        samples (np.ndarray): ``(n,)`` mono audio.
+        length (int): crop length in samples.
+        rng (np.random.Generator | None): randomness, or ``None`` for the deterministic crop.
+
+    Returns:
+        np.ndarray: ``(length,)`` float32.
+    """
+    n = len(samples)
+    if n >= length:
+        start = int(rng.integers(0, n - length + 1)) if rng is not None else 0
+        return np.array(samples[start : start + length], dtype=np.float32)
+    out = np.zeros(length, dtype=np.float32)
+    offset = int(rng.integers(0, length - n + 1)) if rng is not None else 0
+    out[offset : offset + n] = samples
+    return out
+
+
+class ClipDataset(Dataset):
+    """Fixed-length crops of cached clips with their targets.
+
+    The crop of item ``i`` in epoch ``e`` is drawn from ``np.random.default_rng((seed, e, i))``, so it
+    does not depend on worker processes or on a resumed run.
+
+    Args:
+        clips (Sequence[Clip]): usable clips (already in ``cache``).
+        targets (np.ndarray): ``(n_clips, n_classes)`` float32.
+        cache (AudioCache): decoded audio.
+        length (int): crop length in samples (the front end's ``window_samples``).
+        random_crop (bool): random crops (training) or the first ``length`` samples (validation).
+        seed (int): base seed of the crops.
+
+    Returns (per item):
+        tuple: waveform ``(length,)`` float32 tensor and target ``(n_classes,)`` float32 tensor.
+    """
+
+    def __init__(self, clips: Sequence[Clip], targets: np.ndarray, cache: AudioCache, length: int, *,
+                 random_crop: bool = True, seed: int = 0) -> None:
+        if len(clips) != len(targets):
+            raise ValueError(f"{len(clips)} clips but {len(targets)} target rows")
+        self.clips, self.targets, self.cache = list(clips), targets, cache
+        self.length, self.random_crop, self.seed = length, random_crop, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        samples = self.cache.load(self.clips[index].path)
+        rng = np.random.default_rng((self.seed, self.epoch, index)) if self.random_crop else None
+        return torch.from_numpy(crop(samples, self.length, rng)), torch.from_numpy(self.targets[index])

@@ -1,0 +1,411 @@
+"""The training loop: data check and cache, augmentation, AdamW + warm-up/cosine, validation, checkpoints.
+
+``train(cfg)`` runs the same way in one process and under ``torchrun --nproc_per_node=N`` (DDP: gloo on
+CPU, nccl on GPUs). Under torchrun every rank trains on its own share of each epoch's weighted draw; rank 0
+alone validates and writes files (checkpoints, ``metrics.csv``, ``curves.png``, ``problems.csv``), and
+broadcasts the validation metric so all ranks stop early together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from model_store import DataSummary
+from soundscape.audio.transforms import LogMelSpectrogram
+
+from .augment import Augmenter
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .curves import plot_curves, write_metrics_csv
+from .data import (
+    AudioCache,
+    ClipDataset,
+    ProblemReport,
+    WeightedRankSampler,
+    build_labels,
+    list_audio_files,
+    make_targets,
+    read_metadata,
+    read_taxonomy,
+    sampling_weights,
+    stratified_split,
+)
+from .losses import make_loss
+from .metrics import score_all
+from .models import create_model
+from .soundscapes import load_soundscapes
+
+__all__ = ["TrainResult", "predict", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        run_dir (Path): the run directory (``cfg.out_dir``).
+        best_checkpoint (Path): checkpoint of the best validation epoch (the last one without validation).
+        last_checkpoint (Path): checkpoint of the last epoch.
+        metrics (dict[str, float]): validation metrics of the best epoch.
+        history (list[dict]): one row of metrics per epoch.
+    """
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _init_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world <= 1:
+        return _Dist(device=torch.device("cuda" if cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
+
+
+@dataclass
+class _Data:
+    labels: list[dict[str, str]]
+    train: ClipDataset
+    val: Dataset | None
+    train_weights: np.ndarray
+    summary: DataSummary
+    backgrounds: list[np.ndarray]
+    problems: ProblemReport
+
+
+def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
+    """Read and check the data, fill the decode cache (rank 0 first), split, build the datasets."""
+    problems = ProblemReport()
+    taxonomy = read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None
+    clips, names = read_metadata(cfg.metadata, cfg.audio_root, problems, taxonomy=taxonomy,
+                                 min_rating=cfg.min_rating)
+    cache = AudioCache(cfg.resolved_cache_dir, cfg.frontend.sample_rate)
+    workers = max(1, cfg.num_workers)
+    if not ctx.main:
+        ctx.barrier()  # wait for rank 0 to decode; then every file is a cache hit
+    usable = cache.prepare([c.path for c in clips], problems, workers=workers, desc="decoding clips")
+    clips = [c for c, ok in zip(clips, usable, strict=True) if ok]
+    backgrounds: list[np.ndarray] = []
+    if cfg.backgrounds_dir is not None and cfg.augment.background_p > 0:
+        files = list_audio_files(cfg.backgrounds_dir)
+        ok = cache.prepare(files, problems, workers=workers, desc="decoding backgrounds")
+        backgrounds = [cache.load(f) for f, good in zip(files, ok, strict=True) if good]
+        if not backgrounds:
+            log.warning("no usable background recording in %s: background mixing is off", cfg.backgrounds_dir)
+    if ctx.main:
+        ctx.barrier()
+    if not clips:
+        raise ValueError(f"{cfg.metadata}: no usable clip ({len(problems)} problems, e.g. "
+                         f"{[p.file for p in problems.problems[:3]]})")
+    labels = build_labels(clips, taxonomy, names)
+    codes = [label["code"] for label in labels]
+    length = cfg.frontend.window_samples
+
+    val: Dataset | None = None
+    n_soundscapes = 0
+    if cfg.soundscapes_labels is not None:
+        train_clips, val_clips = clips, []
+        if ctx.main:  # only rank 0 validates
+            sc = load_soundscapes(cfg.soundscapes_labels, cfg.soundscapes_dir, codes, cfg.frontend, cache, problems)
+            val = TensorDataset(torch.from_numpy(sc.windows), torch.from_numpy(sc.targets))
+            n_soundscapes = sc.n_soundscapes
+    else:
+        train_idx, val_idx = stratified_split(clips, cfg.val_fraction, cfg.seed)
+        train_clips, val_clips = [clips[i] for i in train_idx], [clips[i] for i in val_idx]
+        if val_clips:
+            val = ClipDataset(val_clips, make_targets(val_clips, codes, cfg.secondary_weight), cache, length,
+                              random_crop=False)
+    if ctx.main:
+        problems.log_summary()
+    train_ds = ClipDataset(train_clips, make_targets(train_clips, codes, cfg.secondary_weight), cache, length,
+                           random_crop=cfg.train_crop == "random", seed=cfg.seed)
+    summary = DataSummary(
+        train_clips=len(train_clips), val_clips=len(val_clips), val_soundscapes=n_soundscapes,
+        clips_per_label={c: sum(1 for clip in train_clips if clip.primary == c) for c in codes},
+        source=str(cfg.metadata), skipped_files=len(problems.files() - {p.file for p in problems.problems
+                                                                        if p.kind == "bad_row"}),
+    )
+    log.info("data: %d classes, %d training clips, %d validation %s", len(codes), len(train_clips),
+             len(val) if val is not None else 0, "soundscape windows" if n_soundscapes else "clips")
+    return _Data(labels=labels, train=train_ds, val=val, train_weights=sampling_weights(train_clips,
+                 cfg.sampling_alpha), summary=summary, backgrounds=backgrounds, problems=problems)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, frontend: nn.Module, batches: DataLoader, device: torch.device, *,
+            amp: bool = False, desc: str = "validating") -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of ``model`` over ``(waveforms, targets)`` batches.
+
+    Args:
+        model (nn.Module): image model, ``(batch, 1, n_mels, frames)`` -> logits ``(batch, n_classes)``.
+        frontend (nn.Module): :class:`LogMelSpectrogram` on ``device``.
+        batches (DataLoader): ``(waveforms (batch, samples), targets (batch, n_classes))``.
+        device (torch.device): where to run.
+        amp (bool): float16 autocast (CUDA only). (Default: ``False``)
+
+    Returns:
+        tuple: probabilities and targets, both ``(n, n_classes)`` float32 numpy arrays.
+    """
+    was_training = model.training
+    model.eval()
+    probs, targets = [], []
+    for waves, y in tqdm(batches, desc=desc, leave=False, unit="batch"):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            logits = model(frontend(waves.to(device, non_blocking=True)))
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        targets.append(y.numpy())
+    model.train(was_training)
+    return np.concatenate(probs), np.concatenate(targets)
+
+
+def _validate(model: nn.Module, frontend: nn.Module, data: _Data, cfg: TrainConfig, ctx: _Dist,
+              ) -> tuple[dict[str, float], dict[str, float]]:
+    if data.val is None:
+        return {}, {}
+    loader = DataLoader(data.val, batch_size=cfg.val_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    probs, targets = predict(model, frontend, loader, ctx.device, amp=cfg.amp)
+    scores = score_all(targets, probs, [label["code"] for label in data.labels])
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    val_loss = float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+    metrics = {"val_loss": val_loss, "macro_roc_auc": scores["macro_roc_auc"], "padded_cmap": scores["padded_cmap"]}
+    return metrics, scores["per_species_ap"]
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup),
+                                                        eta_min=cfg.lr * cfg.min_lr_ratio)
+    if warmup <= 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+
+
+def _gather(obj: Any, ctx: _Dist) -> list[Any]:
+    if ctx.world == 1:
+        return [obj]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _broadcast(obj: Any, ctx: _Dist) -> Any:
+    if ctx.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+    """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata``.
+
+    Writes to ``cfg.out_dir``: ``last.pt`` every epoch, ``best.pt`` when the monitored validation metric
+    improves (every epoch when there is no validation set), ``metrics.csv``, ``problems.csv`` and, at the
+    end, ``curves.png``. With ``cfg.resume`` it continues from ``last.pt`` (model, optimiser, scheduler,
+    random states, early-stopping counters), giving the same weights as an uninterrupted run.
+
+    Args:
+        cfg (TrainConfig): the run's settings.
+        on_epoch_end (callable, optional): called with each epoch's metrics row after its checkpoint is
+            written (on every rank).
+
+    Returns:
+        TrainResult: paths of the checkpoints, the best metrics and the history.
+
+    Raises:
+        FileNotFoundError: a configured file or folder is missing.
+        ValueError: unusable data or settings (the message names the file or value).
+    """
+    ctx = _init_distributed()
+    try:
+        return _train(cfg, ctx, on_epoch_end)
+    finally:
+        if ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | None) -> TrainResult:
+    run_dir = Path(cfg.out_dir)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    resume_ckpt = None
+    if cfg.resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"cannot resume: no checkpoint {last_path}")
+        resume_ckpt = load_checkpoint(last_path)
+    torch.manual_seed(cfg.seed + ctx.rank)
+    data = _prepare_data(cfg, ctx)
+    if ctx.main:
+        data.problems.save(run_dir / "problems.csv")
+    codes = [label["code"] for label in data.labels]
+    if resume_ckpt is not None and [lab["code"] for lab in resume_ckpt["labels"]] != codes:
+        raise ValueError(f"cannot resume from {last_path}: its classes differ from the data's")
+
+    model_kwargs = {"num_classes": len(codes), "in_chans": 1, "drop_rate": cfg.drop_rate,
+                    "drop_path_rate": cfg.drop_path_rate}
+    model = create_model(cfg.arch, pretrained=cfg.pretrained and resume_ckpt is None,
+                         checkpoint=cfg.checkpoint if resume_ckpt is None else None, **model_kwargs)
+    model.to(ctx.device)
+    frontend = LogMelSpectrogram(cfg.frontend).to(ctx.device)
+    sampler = WeightedRankSampler(data.train_weights, len(data.train), seed=cfg.seed, rank=ctx.rank,
+                                  world_size=ctx.world)
+    loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        drop_last=len(sampler) > cfg.batch_size, pin_memory=ctx.device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0)
+    steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(optimizer, cfg, steps)
+    use_amp = cfg.amp and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, seed=cfg.seed * 1009 + ctx.rank)
+    loss_fn = make_loss(cfg.loss, focal_gamma=cfg.focal_gamma)
+
+    start_epoch, history, best, bad_epochs = 1, [], -math.inf, 0
+    best_metrics: dict[str, float] = {}
+    if resume_ckpt is not None:
+        model.load_state_dict(resume_ckpt["state_dict"])
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        scheduler.load_state_dict(resume_ckpt["scheduler"])
+        scaler.load_state_dict(resume_ckpt.get("scaler") or {})
+        rng = resume_ckpt.get("rng") or {}
+        ranks = rng.get("ranks", [])
+        if len(ranks) == ctx.world:
+            augmenter.load_state_dict(ranks[ctx.rank]["augment"])
+            torch.set_rng_state(ranks[ctx.rank]["torch"])
+        else:
+            log.warning("checkpoint random states are for %d processes, not %d: reseeding", len(ranks), ctx.world)
+        start_epoch = int(resume_ckpt["epoch"]) + 1
+        history = list(resume_ckpt.get("history", []))
+        best = float(resume_ckpt.get("best_metric", -math.inf))
+        bad_epochs = int(resume_ckpt.get("bad_epochs", 0))
+        best_metrics = dict(resume_ckpt.get("best_metrics", {}))
+        log.info("resuming from %s at epoch %d", last_path, start_epoch)
+    net: nn.Module = model
+    if ctx.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        data.train.set_epoch(epoch)
+        net.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not ctx.main, leave=False)
+        for step, (waves, targets) in enumerate(loader):
+            if step >= steps:
+                break
+            waves = waves.to(ctx.device, non_blocking=True)
+            targets = targets.to(ctx.device, non_blocking=True)
+            with torch.no_grad():
+                images = frontend(augmenter.waveform(waves))
+                images, targets = augmenter.spectrogram(images, targets)
+            with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=use_amp):
+                logits = net(images)
+            loss = loss_fn(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seen += len(waves)
+            loss_sum += loss.item() * len(waves)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        totals = _gather((seen, loss_sum), ctx)
+        seen_all = sum(s for s, _ in totals)
+        row = {"epoch": epoch, "train_loss": sum(v for _, v in totals) / max(1, seen_all),
+               "lr": scheduler.get_last_lr()[0], "samples_per_s": seen_all / elapsed if elapsed else 0.0}
+        val_metrics, per_species = _validate(model, frontend, data, cfg, ctx) if ctx.main else ({}, {})
+        val_metrics = _broadcast(val_metrics, ctx)
+        row.update({"val_loss": math.nan, "macro_roc_auc": math.nan, "padded_cmap": math.nan}, **val_metrics)
+        row["epoch_s"] = time.perf_counter() - t0
+        history.append(row)
+        value = val_metrics.get(cfg.monitor, math.nan) if val_metrics else math.inf
+        improved = value > best if math.isfinite(value) or value == math.inf else False
+        if improved:
+            best, bad_epochs = value, 0
+            best_metrics = _finite({**val_metrics, "train_loss": row["train_loss"]})
+        else:
+            bad_epochs += 1
+        log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f lr %.2e "
+                 "%.1f samples/s%s", epoch, cfg.epochs, row["train_loss"], row["val_loss"], row["macro_roc_auc"],
+                 row["padded_cmap"], row["lr"], row["samples_per_s"], " (best)" if improved else "")
+        rng_states = _gather({"augment": augmenter.state_dict(), "torch": torch.get_rng_state()}, ctx)
+        if ctx.main:
+            ckpt = {
+                "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "model_kwargs": model_kwargs,
+                "state_dict": model.state_dict(), "labels": data.labels, "frontend": cfg.frontend.model_dump(),
+                "metrics": _finite({**val_metrics, "train_loss": row["train_loss"]}),
+                "per_species_ap": _finite(per_species), "data": data.summary.model_dump(),
+                "train_config": cfg.model_dump(mode="json"), "epoch": epoch,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": {"ranks": rng_states}, "history": history,
+                "best_metric": best, "bad_epochs": bad_epochs, "best_metrics": best_metrics,
+            }
+            save_checkpoint(ckpt, last_path)
+            if improved:
+                save_checkpoint(ckpt, best_path)
+            write_metrics_csv(history, run_dir / "metrics.csv")
+        ctx.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+            log.info("early stopping: no %s improvement in %d epochs", cfg.monitor, bad_epochs)
+            break
+    if ctx.main:
+        plot_curves(history, run_dir / "curves.png")
+    ctx.barrier()
+    return TrainResult(run_dir=run_dir, best_checkpoint=best_path, last_checkpoint=last_path,
+                       metrics=best_metrics, history=history)
