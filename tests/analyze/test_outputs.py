@@ -1,0 +1,155 @@
+"""Every output format parses and agrees with the service's answer for the same file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from model_store import ModelStore
+from soundscape.analyze import AnalyzeSettings, run_analysis
+from soundscape.analyze.formats import RAVEN_COLUMNS
+from soundscape.audio import AudioErrorCode, decode
+from soundscape.inference import Engine
+
+from .conftest import output_files
+
+FILES = {"dawn_01": "dawn_01.wav", "dawn_02": "dawn_02.flac", "site2/night": "site2/night.ogg"}
+SPECIES = ["amered", "comrav", "houspa"]
+MIN_CONF, TOP_K = 0.45, 2
+
+
+def reference(store_root: Path, path: Path, embeddings: bool = False) -> tuple[dict, np.ndarray | None]:
+    """The service's ``/v1/predict`` answer for ``path``: decode the whole file, ``Engine.predict``.
+
+    (The service is being written; this builds its documented JSON shape from the same engine.)
+    """
+    model = ModelStore(store_root).load("birds")
+    engine = Engine(model)
+    audio = decode(path, sample_rate=model.card.frontend.sample_rate)
+    pred = engine.predict(audio, embeddings=embeddings)
+    stem = path.stem
+    probs = pred.probabilities
+    doc = {
+        "model": {"name": "birds", "version": model.card.version},
+        "audio": {"duration_s": audio.duration_s, "sample_rate": audio.source_sample_rate,
+                  "channels": audio.channels, "windows": len(pred.starts_s)},
+        "windows": [{"start_s": float(s), "end_s": float(e), "row_id": f"{stem}_{int(e)}",
+                     "probabilities": dict(zip(model.card.codes, map(float, row), strict=True))}
+                    for s, e, row in zip(pred.starts_s, pred.ends_s, probs, strict=True)],
+        "summary": {c: float(probs[:, j].max()) for j, c in enumerate(model.card.codes)},
+    }
+    return doc, pred.embeddings
+
+
+def expected_detections(doc: dict) -> list[tuple[str, str, float]]:
+    """(row_id, code, confidence) the filters must keep: species, then min_conf, then top-k per window."""
+    out = []
+    for w in doc["windows"]:
+        kept = sorted(((p, c) for c, p in w["probabilities"].items() if c in SPECIES and p >= MIN_CONF),
+                      key=lambda pc: -pc[0])[:TOP_K]
+        out += [(w["row_id"], c, p) for p, c in kept]
+    return out
+
+
+def assert_detections(rows: list[tuple[str, str, float]], doc: dict) -> None:
+    want = expected_detections(doc)
+    assert [(r, c) for r, c, _ in rows] == [(r, c) for r, c, _ in want]
+    np.testing.assert_allclose([p for *_, p in rows], [p for *_, p in want], atol=2e-6)
+
+
+@pytest.fixture(scope="module")
+def run(store_root, recordings, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("analyze-out")
+    settings = AnalyzeSettings(inputs=[str(recordings)], out=out, store=store_root, workers=2,
+                               formats=["csv", "parquet", "birdclef", "raven", "audacity", "json"],
+                               embeddings=True, species=SPECIES, min_conf=MIN_CONF, top_k=TOP_K)
+    return out, run_analysis(settings, progress=False)
+
+
+def test_summary_and_failures(run, recordings):
+    out, summary = run
+    assert summary["files"] == {"found": 4, "done": 3, "analysed_this_run": 4, "skipped_finished": 0, "failed": 1}
+    assert json.loads((out / "summary.json").read_text()) == summary
+    with open(out / "failures.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [str(recordings / "broken.wav")]
+    assert rows[0]["error_code"] in set(AudioErrorCode)
+    assert "broken.wav" in rows[0]["message"]
+    assert summary["audio_hours"] == pytest.approx((23.1 + 30 + 12) / 3600, abs=1e-5)
+    assert sum(summary["detections_per_species"].values()) > 0
+
+
+@pytest.mark.parametrize("rel", sorted(FILES))
+def test_every_format_agrees_with_the_service(run, recordings, store_root, rel):
+    out, _ = run
+    source = recordings / FILES[rel]
+    doc, embeddings = reference(store_root, source, embeddings=True)
+    base = out / rel
+
+    got = json.loads(Path(f"{base}.json").read_text())
+    assert got.pop("timings") == {}
+    assert {k: got[k] for k in ("model", "audio")} == {
+        "model": doc["model"], "audio": {**doc["audio"], "duration_s": pytest.approx(doc["audio"]["duration_s"])}}
+    assert [(w["start_s"], w["end_s"], w["row_id"]) for w in got["windows"]] == [
+        (w["start_s"], w["end_s"], w["row_id"]) for w in doc["windows"]]
+    np.testing.assert_allclose([list(w["probabilities"].values()) for w in got["windows"]],
+                               [list(w["probabilities"].values()) for w in doc["windows"]], atol=1e-6)
+    assert got["summary"] == pytest.approx(doc["summary"], abs=1e-6)
+
+    with open(f"{base}.detections.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["file"] == str(source) for r in rows)
+    assert_detections([(r["row_id"], r["code"], float(r["confidence"])) for r in rows], doc)
+    starts = {w["row_id"]: (w["start_s"], w["end_s"]) for w in doc["windows"]}
+    assert all((float(r["start_s"]), float(r["end_s"])) == starts[r["row_id"]] for r in rows)
+
+    table = pq.read_table(f"{base}.detections.parquet").to_pylist()
+    assert [(r["row_id"], r["code"]) for r in table] == [(r["row_id"], r["code"]) for r in rows]
+    assert_detections([(r["row_id"], r["code"], r["confidence"]) for r in table], doc)
+
+    with open(f"{base}.selections.txt", newline="") as f:
+        raven = list(csv.DictReader(f, delimiter="\t"))
+    assert list(raven[0]) == RAVEN_COLUMNS
+    assert [int(r["Selection"]) for r in raven] == list(range(1, len(raven) + 1))
+    by_start = {w["start_s"]: w["row_id"] for w in doc["windows"]}
+    assert_detections([(by_start[float(r["Begin Time (s)"])], r["Species Code"], float(r["Confidence"]))
+                       for r in raven], doc)
+
+    labels = [line.split("\t") for line in Path(f"{base}.labels.txt").read_text().splitlines()]
+    assert all(len(parts) == 3 for parts in labels)
+    assert_detections([(by_start[float(s)], lab.split(";")[0], float(lab.split(";")[1])) for s, _, lab in labels],
+                      doc)
+
+    with open(f"{base}.submission.csv", newline="") as f:
+        sub = list(csv.DictReader(f))
+    assert [r["row_id"] for r in sub] == [w["row_id"] for w in doc["windows"]]
+    np.testing.assert_allclose([[float(r[c]) for c in doc["summary"]] for r in sub],
+                               [list(w["probabilities"].values()) for w in doc["windows"]], atol=1e-6)
+
+    emb = pq.read_table(f"{base}.embeddings.parquet")
+    assert emb.column("row_id").to_pylist() == [w["row_id"] for w in doc["windows"]]
+    np.testing.assert_allclose(np.asarray(emb.column("embedding").to_pylist()), embeddings, atol=1e-5)
+
+
+def test_run_submission_concatenates_files_in_order(run):
+    out, _ = run
+    whole = (out / "submission.csv").read_text().splitlines()
+    parts = [(out / f"{rel}.submission.csv").read_text().splitlines() for rel in sorted(FILES)]
+    assert whole == parts[0][:1] + [line for p in parts for line in p[1:]]
+
+
+def test_second_run_skips_finished_files_and_changes_nothing(run, store_root, recordings):
+    out, first = run
+    before = output_files(out)
+    settings = AnalyzeSettings(inputs=[str(recordings)], out=out, store=store_root, workers=2,
+                               formats=["csv", "parquet", "birdclef", "raven", "audacity", "json"],
+                               embeddings=True, species=SPECIES, min_conf=MIN_CONF, top_k=TOP_K)
+    again = run_analysis(settings, progress=False)
+    assert again["files"]["skipped_finished"] == 3
+    assert again["files"]["analysed_this_run"] == 1  # only the failed file is retried
+    assert output_files(out) == before
