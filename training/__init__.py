@@ -1,14 +1,28 @@
 """Fine-tuning timm models on log-mel spectrograms of BirdCLEF-layout data.
 
-Importing this package imports torch; the service (``app``) never imports it.
+Settings, metrics, checkpoint I/O and ``train`` import no torch at import time, so ``import training``
+and ``soundscape train --help`` are instant; the names that need torch (``create_model``, ``Augmenter``,
+``predict``, ...) are loaded on first use. The service (``app``) never imports this package.
 """
 
-from .augment import Augmenter
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AugmentConfig, TrainConfig
 from .metrics import macro_roc_auc, padded_cmap, score_all
-from .models import create_model, list_models, register_model
-from .train import TrainResult, predict, train
+from .train import TrainResult, train
+
+# torch-dependent public name -> defining module, imported on first access (PEP 562)
+_LAZY = {
+    "Augmenter": "augment",
+    "create_model": "models",
+    "list_models": "models",
+    "register_model": "models",
+    "predict": "loop",
+}
 
 __all__ = [
     "AugmentConfig",
@@ -26,3 +40,16 @@ __all__ = [
     "score_all",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,8 +19,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["CHECKPOINT_FORMAT", "REQUIRED_KEYS", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
@@ -38,6 +36,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path
     missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks keys {missing}")
+    import torch
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(checkpoint, tmp)
@@ -45,7 +45,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a training checkpoint with ``torch.load(weights_only=True)``.
 
     Args:
@@ -59,6 +59,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         FileNotFoundError: no such file.
         ValueError: not a training checkpoint, or an unknown format.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

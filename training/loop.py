@@ -1,6 +1,8 @@
-"""The training loop: data check and cache, augmentation, AdamW + warm-up/cosine, validation, checkpoints.
+"""The training loop behind :func:`training.train`.
 
-``train(cfg)`` runs the same way in one process and under ``torchrun --nproc_per_node=N`` (DDP: gloo on
+Data check and cache, augmentation, AdamW + warm-up/cosine, validation, checkpoints.
+
+``run_training(cfg)`` runs the same way in one process and under ``torchrun --nproc_per_node=N`` (DDP: gloo on
 CPU, nccl on GPUs). Under torchrun every rank trains on its own share of each epoch's weighted draw; rank 0
 alone validates and writes files (checkpoints, ``metrics.csv``, ``curves.png``, ``problems.csv``), and
 broadcasts the validation metric so all ranks stop early together.
@@ -13,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,29 +50,11 @@ from .losses import make_loss
 from .metrics import score_all
 from .models import create_model
 from .soundscapes import load_soundscapes
+from .train import TrainResult
 
-__all__ = ["TrainResult", "predict", "train"]
+__all__ = ["predict", "run_training"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a run produced.
-
-    Attributes:
-        run_dir (Path): the run directory (``cfg.out_dir``).
-        best_checkpoint (Path): checkpoint of the best validation epoch (the last one without validation).
-        last_checkpoint (Path): checkpoint of the last epoch.
-        metrics (dict[str, float]): validation metrics of the best epoch.
-        history (list[dict]): one row of metrics per epoch.
-    """
-
-    run_dir: Path
-    best_checkpoint: Path
-    last_checkpoint: Path
-    metrics: dict[str, float]
-    history: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -242,8 +226,8 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
 
-def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata``.
+def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+    """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata`` (see :func:`training.train`).
 
     Writes to ``cfg.out_dir``: ``last.pt`` every epoch, ``best.pt`` when the monitored validation metric
     improves (every epoch when there is no validation set), ``metrics.csv``, ``problems.csv`` and, at the

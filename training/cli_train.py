@@ -1,0 +1,131 @@
+"""``soundscape train``: fine-tune a timm model on BirdCLEF-layout clips.
+
+Settings come from ``--config config.json`` (a :class:`~training.config.TrainConfig` as JSON) and/or the
+flags; a flag given on the command line overrides the file. Runs unchanged under
+``torchrun --nproc_per_node=N -m soundscape.cli train ...`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+__all__ = ["add_arguments", "build_config", "run"]
+
+log = logging.getLogger("soundscape.train")
+
+# flag dest -> TrainConfig field
+_FIELDS = {
+    "metadata": "metadata", "audio_root": "audio_root", "soundscapes_labels": "soundscapes_labels",
+    "soundscapes_dir": "soundscapes_dir", "backgrounds": "backgrounds_dir", "taxonomy": "taxonomy",
+    "out": "out_dir", "cache_dir": "cache_dir", "arch": "arch", "pretrained": "pretrained",
+    "checkpoint": "checkpoint", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+    "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "loss": "loss",
+    "secondary_weight": "secondary_weight", "sampling_alpha": "sampling_alpha", "seed": "seed",
+    "val_fraction": "val_fraction", "patience": "early_stopping_patience", "num_workers": "num_workers",
+    "max_steps_per_epoch": "max_steps_per_epoch", "resume": "resume", "drop_rate": "drop_rate",
+    "drop_path_rate": "drop_path_rate", "monitor": "monitor",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``soundscape train`` (all optional when ``--config`` provides them)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--config", type=Path, help="TrainConfig as JSON; flags override its values.")
+    data.add_argument("--metadata", type=Path, help="train_metadata.csv.")
+    data.add_argument("--audio-root", type=Path, help="Folder the metadata's filenames are relative to.")
+    data.add_argument("--soundscapes-labels", type=Path, help="soundscape_labels.csv (validation).")
+    data.add_argument("--soundscapes-dir", type=Path, help="Folder of the labelled soundscape recordings.")
+    data.add_argument("--backgrounds", type=Path, help="Folder of background recordings to mix in.")
+    data.add_argument("--taxonomy", type=Path, help="taxonomy.csv (names of the species).")
+    data.add_argument("--out", type=Path, help="Run directory (checkpoints, metrics.csv, curves.png).")
+    data.add_argument("--cache-dir", type=Path, help="Decoded-audio cache (default: next to the run).")
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", help="Architecture (default tf_efficientnet_lite0; any timm name).")
+    model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                       help="Start from local ImageNet weights (default: on).")
+    model.add_argument("--checkpoint", type=Path, help="timm-compatible weights to start from.")
+    model.add_argument("--drop-rate", type=float)
+    model.add_argument("--drop-path-rate", type=float)
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("--batch-size", type=int)
+    opt.add_argument("--lr", type=float)
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--warmup-epochs", type=float)
+    opt.add_argument("--loss", choices=["bce", "focal"])
+    opt.add_argument("--secondary-weight", type=float, help="Target value of secondary labels.")
+    opt.add_argument("--sampling-alpha", type=float, help="Sampling weight ~ count^-alpha (0 = uniform).")
+    opt.add_argument("--no-augment", action="store_true", help="Switch every augmentation off.")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--seed", type=int)
+    run_group.add_argument("--val-fraction", type=float, help="Held-out focal clips without soundscapes.")
+    run_group.add_argument("--monitor", choices=["macro_roc_auc", "padded_cmap"], help="Early-stopping metric.")
+    run_group.add_argument("--patience", type=int, help="Early-stopping patience in epochs.")
+    run_group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
+    run_group.add_argument("--max-steps-per-epoch", type=int)
+    run_group.add_argument("--resume", action="store_true", default=None, help="Continue from <out>/last.pt.")
+
+
+def build_config(args: argparse.Namespace):
+    """The :class:`TrainConfig` of the parsed flags (``--config`` first, flags on top).
+
+    Raises:
+        FileNotFoundError: ``--config`` does not exist.
+        ValueError: invalid JSON or settings (pydantic's message names the field).
+    """
+    from .config import AugmentConfig, TrainConfig
+
+    values: dict = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise FileNotFoundError(f"config file not found: {args.config}")
+        try:
+            values = json.loads(args.config.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.config}: not valid JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.config}: expected a JSON object of TrainConfig fields")
+    for dest, name in _FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            values[name] = value
+    if args.no_augment:
+        values["augment"] = AugmentConfig.off().model_dump()
+    missing = [flag for flag, name in (("--metadata", "metadata"), ("--audio-root", "audio_root"),
+                                       ("--out", "out_dir")) if name not in values]
+    if missing:
+        raise ValueError(f"missing required setting(s) {missing} (give the flags or --config)")
+    for name in ("metadata", "taxonomy", "soundscapes_labels"):
+        if values.get(name) is not None and not Path(values[name]).is_file():
+            raise FileNotFoundError(f"{name.replace('_', '-')} file not found: {values[name]}")
+    for name in ("audio_root", "soundscapes_dir", "backgrounds_dir"):
+        if values.get(name) is not None and not Path(values[name]).is_dir():
+            raise FileNotFoundError(f"{name.replace('_', '-')} folder not found: {values[name]}")
+    return TrainConfig.model_validate(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; exit 0 on success, 2 on bad settings or data (a one-line message, no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        cfg = build_config(args)
+    except ValidationError as exc:
+        log.error("invalid training settings: %s", exc)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    from .train import train
+
+    try:
+        result = train(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("done: best checkpoint %s, metrics %s", result.best_checkpoint,
+             {k: round(v, 4) for k, v in result.metrics.items()})
+    return 0

@@ -1,0 +1,63 @@
+"""``train(cfg)``: one training run, from BirdCLEF-layout data to checkpoints and curves.
+
+This module imports no torch; the loop itself is :mod:`training.loop`, loaded when ``train`` is called,
+so ``import training`` and ``soundscape train --help`` stay instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        run_dir (Path): the run directory (``cfg.out_dir``).
+        best_checkpoint (Path): checkpoint of the best validation epoch (the last one without validation).
+        last_checkpoint (Path): checkpoint of the last epoch.
+        metrics (dict[str, float]): validation metrics of the best epoch (``macro_roc_auc``,
+            ``padded_cmap``, ``val_loss``) and its ``train_loss``.
+        history (list[dict]): one row of metrics per epoch (the rows of ``metrics.csv``).
+    """
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+
+
+def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+    """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata``.
+
+    Writes to ``cfg.out_dir``: ``last.pt`` every epoch, ``best.pt`` when the monitored validation metric
+    improves (every epoch when there is no validation set), ``metrics.csv``, ``problems.csv`` and, at the
+    end, ``curves.png``. With ``cfg.resume`` it continues from ``last.pt`` (model, optimiser, scheduler,
+    random states, early-stopping counters), giving the same weights as an uninterrupted run. Under
+    ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel; only rank 0 writes files.
+
+    Args:
+        cfg (TrainConfig): the run's settings.
+        on_epoch_end (callable, optional): called with each epoch's metrics row after its checkpoint is
+            written, on every rank (e.g. to report progress, or to stop by raising).
+
+    Returns:
+        TrainResult: paths of the checkpoints, the best metrics and the history.
+
+    Raises:
+        FileNotFoundError: a configured file or folder is missing.
+        ValueError: unusable data or settings (the message names the file or value).
+    """
+    from .loop import run_training
+
+    return run_training(cfg, on_epoch_end=on_epoch_end)
