@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
+import scipy.sparse
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import functional as F
 from .config import FrontendConfig
@@ -43,7 +48,14 @@ class Frontend:
 
     Args:
         cfg (FrontendConfig): front-end settings (from the model card).
-        workers (int): FFT threads. (Default: ``1``; the service parallelises across requests instead)
+        workers (int): threads that share a batch's windows. (Default: ``1``; ``2`` halves the time of
+            one request on an idle 2-core machine, while a busy service parallelises across requests)
+
+    The batch is processed one window at a time through buffers reused across calls (one set per
+    thread): every temporary (frames, spectrum, power) stays a few MB and cache-resident, and nothing
+    large is allocated per call. The Hann window is applied while framing, only the FFT bins below the
+    highest mel filter are squared and projected, and dB and normalisation run in place, all in
+    float32. Thread-safe: one instance can serve concurrent requests.
 
     Example:
         >>> fe = Frontend(FrontendConfig())
@@ -52,8 +64,12 @@ class Frontend:
     """
 
     def __init__(self, cfg: FrontendConfig, *, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.cfg = cfg
         self.workers = workers
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="frontend") if workers > 1 else None
         self.window = F.hann_window(cfg.win_length or cfg.n_fft, cfg.n_fft)
         fb = F.mel_filterbank(cfg.n_freqs, cfg.fmin, cfg.fmax, cfg.n_mels, cfg.sample_rate,
                               cfg.mel_norm, cfg.mel_scale)
@@ -61,6 +77,7 @@ class Frontend:
         nonzero = np.flatnonzero(fb.any(axis=1))
         self.max_bin = int(nonzero[-1]) + 1 if len(nonzero) else cfg.n_freqs
         self.fb = np.ascontiguousarray(fb[: self.max_bin])
+        self._fb_sparse = scipy.sparse.csr_array(self.fb.T)  # (n_mels, max_bin)
 
     def windows(self, audio: Audio | np.ndarray, hop_s: float | None = None) -> Windows:
         """Cut decoded audio into windows by the card's windowing policy.
@@ -97,9 +114,86 @@ class Frontend:
             raise ValueError(
                 f"expected windows of shape (batch, {cfg.window_samples}), got {windows.shape}"
             )
-        power = F.power_spectrogram(windows, self.window, cfg.hop_length, cfg.power,
-                                    max_bin=self.max_bin, workers=self.workers)
-        mel = np.matmul(power, self.fb)  # (batch, frames, n_mels)
-        db = F.amplitude_to_db(mel, cfg.amin, cfg.top_db)
-        images = F.normalize(db, cfg.normalize, cfg.norm_eps)
-        return np.ascontiguousarray(images.transpose(0, 2, 1), dtype=np.float32)
+        batch = len(windows)
+        mel = np.empty((batch, cfg.n_mels, cfg.n_frames), dtype=np.float32)
+        if self._pool is None or batch < 2:
+            self._mel_rows(windows, mel, 0, batch)
+        else:
+            bounds = np.linspace(0, batch, min(self.workers, batch) + 1).astype(int)
+            jobs = [self._pool.submit(self._mel_rows, windows, mel, a, b)
+                    for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            for job in jobs:
+                job.result()
+        _db_and_normalize_(mel, cfg)
+        return mel
+
+    def _workspace(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's reusable buffers: padded signal, windowed frames, power and its scratch."""
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            cfg = self.cfg
+            ws = (
+                np.empty(cfg.window_samples + 2 * (cfg.n_fft // 2), dtype=np.float32),
+                np.empty((cfg.n_frames, cfg.n_fft), dtype=np.float32),
+                np.empty((cfg.n_frames, self.max_bin), dtype=np.float32),
+                np.empty((cfg.n_frames, self.max_bin), dtype=np.float32),
+            )
+            self._local.ws = ws
+        return ws
+
+    def _mel_rows(self, windows: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+        """Mel power ``(n_mels, frames)`` of windows ``[start, stop)`` into ``out[start:stop]``.
+
+        The filter bank is applied as a sparse matrix (about 2 non-zeros per bin): 20x fewer
+        multiply-adds than the dense product and no BLAS call, whose spinning threads would compete
+        with this front end's own threads for the cores.
+        """
+        power = self._workspace()[2]
+        for i in range(start, stop):
+            self._power_rows(windows, power[None], i, i + 1, offset=i)
+            out[i] = self._fb_sparse @ power.T
+
+    def _power_rows(self, windows: np.ndarray, out: np.ndarray, start: int, stop: int, offset: int = 0) -> None:
+        """Power spectra ``(frames, max_bin)`` of windows ``[start, stop)`` into ``out[i - offset]``.
+
+        Same result as ``F.power_spectrogram(..., max_bin=self.max_bin)``, one window at a time.
+        """
+        cfg = self.cfg
+        pad, n = cfg.n_fft // 2, cfg.window_samples
+        padded, frames_buf, _, scratch = self._workspace()
+        frames = sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
+        k = self.max_bin
+        for i in range(start, stop):
+            x = windows[i]
+            # Reflect padding (torch.stft(center=True, pad_mode="reflect")), written in place.
+            padded[pad : pad + n] = x
+            padded[:pad] = x[pad:0:-1]
+            padded[pad + n :] = x[-2 : -pad - 2 : -1]
+            np.multiply(frames, self.window, out=frames_buf)
+            spec = scipy.fft.rfft(frames_buf, axis=-1, overwrite_x=True)
+            power = out[i - offset]
+            np.square(spec.real[:, :k], out=power)
+            np.square(spec.imag[:, :k], out=scratch)
+            power += scratch
+            if cfg.power != 2.0:
+                np.power(power, cfg.power / 2.0, out=power)
+
+
+def _db_and_normalize_(mel: np.ndarray, cfg: FrontendConfig) -> None:
+    """In-place ``F.amplitude_to_db`` then ``F.normalize`` of a ``(batch, n_mels, frames)`` float32 array."""
+    flat = mel.reshape(len(mel), -1)
+    np.maximum(flat, cfg.amin, out=flat)
+    np.log10(flat, out=flat)
+    flat *= 10.0
+    if cfg.top_db is not None:
+        floor = flat.max(axis=1, keepdims=True) - np.float32(cfg.top_db)
+        np.maximum(flat, floor, out=flat)
+    if cfg.normalize == "standard":
+        mean = flat.mean(axis=1, dtype=np.float64, keepdims=True)
+        std = flat.std(axis=1, dtype=np.float64, keepdims=True)
+        flat -= mean.astype(np.float32)
+        flat /= np.maximum(std, cfg.norm_eps).astype(np.float32)
+    elif cfg.normalize == "minmax":
+        lo = flat.min(axis=1, keepdims=True)
+        flat -= lo
+        flat /= np.maximum(flat.max(axis=1, keepdims=True), np.float32(cfg.norm_eps))
