@@ -8,7 +8,8 @@ Per file (``OUT/<relative folder>/<stem>.<suffix>``):
   also writes them all to ``OUT/submission.csv``.
 - ``raven``     ``.selections.txt``: a Raven Pro selection table (tab-separated).
 - ``audacity``  ``.labels.txt``: Audacity labels (``start<TAB>end<TAB>code;confidence``).
-- ``json``      ``.json``: the HTTP service's ``/v1/predict`` answer for the file (every label).
+- ``json``      ``.json``: the HTTP service's ``/v1/predict`` answer for the file (every label; its
+  pydantic schema, :mod:`app.schemas`, which imports no FastAPI).
 - ``--embeddings`` ``.embeddings.parquet``: one row per window with its embedding vector.
 """
 
@@ -85,21 +86,30 @@ def _conf(p: float) -> str:
 
 
 def service_json(result: FileAnalysis, card: ModelCard, stem: str) -> dict:
-    """The ``/v1/predict`` JSON shape for one file (without ``timings``' values from a server)."""
+    """The service's ``/v1/predict`` answer for one file (no filters), built with its own schema.
+
+    Same rounding as the service (probabilities 6 decimals, times 3); ``timings`` are zeros so that
+    re-running a file writes identical bytes (the run's ``summary.json`` has the throughput).
+    """
+    from app.schemas import AudioSummary, ModelRef, PredictResponse, Timings, WindowResult  # pydantic only
+
     codes = card.codes
     probs = result.probabilities
-    return {
-        "model": {"name": card.name, "version": card.version},
-        "audio": {"duration_s": result.duration_s, "sample_rate": result.sample_rate,
-                  "channels": result.channels, "windows": len(result.starts_s)},
-        "windows": [
-            {"start_s": float(s), "end_s": float(e), "row_id": row_id(stem, e),
-             "probabilities": {c: float(p) for c, p in zip(codes, row, strict=True)}}
-            for s, e, row in zip(result.starts_s, result.ends_s, probs, strict=True)
-        ],
-        "summary": {c: float(probs[:, j].max()) if len(probs) else 0.0 for j, c in enumerate(codes)},
-        "timings": {},
-    }
+    windows = [
+        WindowResult(start_s=round(float(s), 3), end_s=round(float(e), 3), row_id=row_id(stem, e),
+                     probabilities={c: round(float(p), 6) for c, p in zip(codes, row, strict=True)})
+        for s, e, row in zip(result.starts_s, result.ends_s, probs, strict=True)
+    ]
+    response = PredictResponse(
+        model=ModelRef(name=card.name, version=card.version),
+        audio=AudioSummary(duration_s=round(result.duration_s, 3), sample_rate=result.sample_rate,
+                           channels=result.channels, windows=len(windows)),
+        windows=windows,
+        summary={c: round(float(p), 6) for c, p in zip(codes, probs.max(axis=0), strict=True)} if len(probs)
+        else {},
+        timings=Timings(decode_ms=0, frontend_ms=0, model_ms=0, total_ms=0),
+    )
+    return response.model_dump(mode="json")
 
 
 def _parquet(columns: dict, schema_fields: list) -> Callable[[Path], None]:

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import multiprocessing as mp
+import os
 import queue
 import time
 from collections import Counter
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 FAILURES_FILE = "failures.csv"
 SUBMISSION_FILE = "submission.csv"
 SUMMARY_FILE = "summary.json"
+# One BLAS/OpenMP thread per worker: the workers are the parallelism, and the mel matmul's float sums
+# then do not depend on the thread count, so local and Ray (which sets OMP_NUM_THREADS=1) agree bitwise.
+_ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _worker_main(model: VerifiedModel, settings: AnalyzeSettings, tasks: mp.Queue, results: mp.Queue) -> None:
@@ -67,8 +71,17 @@ def run_local(model: VerifiedModel, settings: AnalyzeSettings, tasks: list[dict]
         task_q.put(None)
     procs = [ctx.Process(target=_worker_main, args=(model, settings, task_q, result_q), daemon=True)
              for _ in range(n)]
-    for p in procs:
-        p.start()
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD_ENV}
+    os.environ.update(_ONE_THREAD_ENV)  # the forkserver (and so each worker) starts with this environment
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         for _ in range(len(tasks)):
             while True:
