@@ -132,8 +132,6 @@ class DynamicBatcher:
         if n == 0:
             raise ValueError("images is empty: submit at least one window")
         if self._queued + n > self.max_queue_windows:
-            if self.metrics:
-                self.metrics.rejected.labels("queue_full").inc()
             raise QueueFullError(
                 f"{self._queued} windows are queued; {n} more would exceed max_queue_windows={self.max_queue_windows}"
             )
