@@ -137,7 +137,6 @@ def test_numpy_and_torchaudio_front_ends_agree(name):
         if cfg.top_db is None and key in ("tones", "chirp", "real"):
             # Without a dB floor, bins 150+ dB below the peak of a tone, chirp or the (tonal) scipy fixtures
             # hold float32 FFT rounding noise (both sides compute in float32): not comparable.
-            # (both implementations compute in float32) and differ by up to 0.1 dB: not comparable.
             continue
         # Without normalisation the image is in dB: compare relative to its 80+ dB range.
         scale = 1.0 if cfg.normalize != "none" else max(1.0, float(np.abs(theirs[i]).max()) / 100)
