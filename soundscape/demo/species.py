@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.fft
+import scipy.special
 
 __all__ = [
     "SPECIES",
@@ -131,10 +132,11 @@ def _tone(freq: np.ndarray, sample_rate: int, harmonics: tuple[float, ...], phas
 def _band_noise(rng: np.random.Generator, n: int, sample_rate: int, lo: float, hi: float) -> np.ndarray:
     """White noise restricted to ``[lo, hi]`` Hz (soft edges), unit RMS, ``(n,)``."""
     m = scipy.fft.next_fast_len(n, real=True)  # odd lengths make pocketfft several times slower
-    spec = scipy.fft.rfft(rng.standard_normal(m))
+    z = rng.standard_normal((m // 2 + 1, 2))  # white noise's spectrum, drawn directly
+    spec = z[:, 0] + 1j * z[:, 1]
     f = np.fft.rfftfreq(m, 1.0 / sample_rate)
     width = max(0.08 * (hi - lo), 50.0)
-    gain = 1.0 / (1.0 + np.exp(-(f - lo) / width * 4)) / (1.0 + np.exp((f - hi) / width * 4))
+    gain = scipy.special.expit((f - lo) / width * 4) * scipy.special.expit((hi - f) / width * 4)
     out = scipy.fft.irfft(spec * gain, m)[:n]
     return out / (np.sqrt(np.mean(out**2)) + 1e-12)
 
