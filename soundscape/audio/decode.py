@@ -372,27 +372,69 @@ def decode(
             raise AudioError(
                 AudioErrorCode.TRUNCATED, f"{label}: the WAV data chunk is cut short (truncated file)"
             )
+        target = sample_rate or info.sample_rate
         try:
-            data = snd.read(dtype="float32", always_2d=True)
+            samples, decoded = _read_mono(snd, info.sample_rate, target, label)
         except (sf.LibsndfileError, RuntimeError) as exc:
             if _failed_at_end(fh, size):
                 raise AudioError(
                     AudioErrorCode.TRUNCATED, f"{label}: the stream ends mid-frame (truncated file: {exc})"
                 ) from None
             raise AudioError(AudioErrorCode.CORRUPT, f"{label}: corrupt audio stream ({exc})") from None
-    if len(data) == 0:
+    if decoded == 0:
         raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file holds no samples")
-    _check_length(info, len(data), head, tail, label)
-    mono = _downmix(data)
-    _check_finite(mono, label)
-    target = sample_rate or info.sample_rate
+    _check_length(info, decoded, head, tail, label)
     return Audio(
-        samples=resample(mono, info.sample_rate, target),
+        samples=samples,
         sample_rate=target,
         source_sample_rate=info.sample_rate,
         channels=info.channels,
         format=info.format,
     )
+
+
+_READ_BLOCK = 1 << 18  # frames per read: bounds the multichannel, source-rate buffer to a few MB
+# Ogg is read in one call up to this many samples (frames x channels, 256 MB of float32): libvorbis and
+# libopus stop a single read at the first damaged page, which _check_length reports as CORRUPT, while
+# block reads run past it. Larger Ogg files are read in blocks (memory first).
+_OGG_ONE_READ_SAMPLES = 1 << 26
+
+
+def _read_mono(snd: sf.SoundFile, source_rate: int, target_rate: int, label: str) -> tuple[np.ndarray, int]:
+    """Read the rest of ``snd`` block by block as mono float32 at ``target_rate``.
+
+    Memory is the output plus one block: a file that compresses extremely well (e.g. 30 min of 384 kHz
+    8-channel FLAC silence, a few MB) would otherwise expand to ``frames x channels`` float32 (22 GB)
+    before the downmix. soxr's streaming resampler gives the same samples as a one-shot resample.
+
+    Returns:
+        tuple: ``(n',)`` float32 samples and the number of source frames decoded.
+
+    Raises:
+        AudioError: NaN or infinite samples. libsndfile errors propagate to the caller.
+    """
+    block_frames = _READ_BLOCK
+    if snd.format == "OGG" and snd.frames * snd.channels <= _OGG_ONE_READ_SAMPLES:
+        block_frames = max(snd.frames + 1, 1)
+    stream_rs = (None if source_rate == target_rate else
+                 soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY))
+    out: list[np.ndarray] = []
+    decoded = 0
+    while True:
+        block = snd.read(block_frames, dtype="float32", always_2d=True)
+        last = len(block) < block_frames
+        mono = _downmix(block) if len(block) else np.zeros(0, np.float32)
+        _check_finite(mono, label)
+        decoded += len(block)
+        if stream_rs is not None:
+            mono = stream_rs.resample_chunk(np.ascontiguousarray(mono), last=last)
+        if len(mono):
+            out.append(np.ascontiguousarray(mono, dtype=np.float32))
+        if last:
+            break
+    if not out:
+        return np.zeros(0, np.float32), decoded
+    return (out[0] if len(out) == 1 else np.concatenate(out)), decoded
 
 
 def _check_length(info: AudioInfo, decoded: int, head: bytes, tail: bytes, label: str) -> None:
