@@ -1,0 +1,91 @@
+"""``soundscape build-default-model``: rebuild the bundled default model from the demo data, seeded.
+
+Steps: generate the demo dataset (``small``, fixed seed) -> fine-tune ``tf_efficientnet_lite0`` from its
+ImageNet weights with the full recipe -> export and check -> int8 if the soundscape metric holds within
+``--tolerance``, else fp32 -> register and promote into the store (``model_store/default`` by default).
+The result must be under ``--max-mb`` (15 MB).
+
+Smoke settings (``--max-steps-per-epoch``) are refused for the bundled store: they would ship an
+untrained model. Use ``--store`` with a scratch folder for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from model_store import DEFAULT_MODEL_NAME, default_store_path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=default_store_path(), help="Store to register into.")
+    parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name.")
+    parser.add_argument("--work-dir", type=Path, default=Path("build/default-model"),
+                        help="Demo data, audio cache and the training run go here.")
+    parser.add_argument("--size", default="small", help="Demo dataset size.")
+    parser.add_argument("--data-seed", type=int, default=0, help="Demo dataset seed.")
+    parser.add_argument("--seed", type=int, default=0, help="Training seed.")
+    parser.add_argument("--epochs", type=int, default=20, help="Training epochs.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Batch size.")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Peak learning rate.")
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps (smoke runs only).")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="Largest macro ROC-AUC drop accepted for int8.")
+    parser.add_argument("--max-mb", type=float, default=15.0, help="Refuse a model file larger than this.")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model_store import ModelStore
+    from soundscape.demo import generate_dataset
+    from training import TrainConfig, train
+    from training.export import ExportError
+    from training.quantize import QuantizeConfig
+    from training.register import publish
+
+    if args.max_steps_per_epoch is not None and Path(args.store).resolve() == default_store_path().resolve():
+        log.error("--max-steps-per-epoch is for smoke runs: refusing to write an undertrained model into the "
+                  "bundled store %s (pass --store SCRATCH)", args.store)
+        return 2
+    t0 = time.perf_counter()
+    work = Path(args.work_dir)
+    data = generate_dataset(work / "data", seed=args.data_seed, size=args.size)
+    log.info("demo data (%s, seed %d) in %s after %.0f s", args.size, args.data_seed, data, time.perf_counter() - t0)
+    cfg = TrainConfig(
+        metadata=data / "train_metadata.csv", audio_root=data / "train_audio", taxonomy=data / "taxonomy.csv",
+        soundscapes_labels=data / "soundscape_labels.csv", soundscapes_dir=data / "soundscapes",
+        backgrounds_dir=data / "backgrounds", out_dir=work / "run", cache_dir=work / "cache",
+        arch="tf_efficientnet_lite0", pretrained=True, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch, num_workers=args.num_workers,
+    )
+    result = train(cfg)
+    t_train = time.perf_counter() - t0
+    store = ModelStore(args.store)
+    try:
+        published = publish(result.best_checkpoint, store, name=args.name, quantize=True, promote=True,
+                            parent_version=store.production(args.name), cache_dir=cfg.cache_dir,
+                            quantize_cfg=QuantizeConfig(tolerance=args.tolerance),
+                            notes=f"bundled demo model: soundscape build-default-model (demo {args.size}, "
+                                  f"data seed {args.data_seed}, seed {args.seed}, {args.epochs} epochs)")
+    except (ValueError, ExportError) as exc:
+        log.error("%s", exc)
+        return 1
+    card = published.card
+    size_mb = (store.version_dir(card.name, card.version) / "model.onnx").stat().st_size / 1e6
+    if size_mb > args.max_mb:
+        log.error("%s v%d is %.1f MB, over --max-mb %.1f: rolling back its promotion", card.name, card.version,
+                  size_mb, args.max_mb)
+        if len(store.history(card.name)) > 1:
+            store.rollback(card.name)
+        return 1
+    print(json.dumps({
+        "store": str(args.store), "name": card.name, "version": card.version, "precision": card.precision,
+        "size_mb": round(size_mb, 2), "metrics": card.metrics,
+        "quantization": published.quantization.message if published.quantization else None,
+        "train_seconds": round(t_train), "total_seconds": round(time.perf_counter() - t0),
+    }, indent=2))
+    return 0

@@ -1,0 +1,73 @@
+"""``soundscape export CHECKPOINT``: export a training checkpoint to ONNX, check it, register it.
+
+Exit codes: ``0`` registered, ``2`` bad input (missing checkpoint or audio, bad settings), ``1`` export or
+parity failure (nothing registered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from model_store import DEFAULT_MODEL_NAME, default_store_path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="Training checkpoint (best.pt of a run).")
+    parser.add_argument("--store", type=Path, default=default_store_path(), help="Model store root.")
+    parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="Try int8 (static QDQ); registered only if the metric drops by <= --tolerance.")
+    parser.add_argument("--quantize-mode", choices=["static", "dynamic"], default="static",
+                        help="onnxruntime quantization mode (dynamic is slower than fp32 on CNNs).")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="Largest metric drop accepted for int8.")
+    parser.add_argument("--metric", choices=["macro_roc_auc", "padded_cmap"], default="macro_roc_auc",
+                        help="Metric checked for int8.")
+    parser.add_argument("--promote", action="store_true", help="Mark the new version as production.")
+    parser.add_argument("--parent-version", type=int, default=None, help="Version this model replaces.")
+    parser.add_argument("--soundscapes-labels", type=Path, default=None,
+                        help="soundscape_labels.csv to score on (default: the checkpoint's, if present).")
+    parser.add_argument("--soundscapes-dir", type=Path, default=None, help="Folder of the soundscapes.")
+    parser.add_argument("--audio", type=Path, nargs="+", default=None,
+                        help="Audio files/folders for the parity check when there are no soundscapes.")
+    parser.add_argument("--atol", type=float, default=1e-4, help="Largest |ONNX - PyTorch| allowed.")
+    parser.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
+                        help="torch.onnx exporter (auto: dynamo, TorchScript if dynamo cannot trace).")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17).")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model_store import ModelStore, StoreError
+    from training.export import ExportConfig, ExportError
+    from training.quantize import QuantizeConfig
+    from training.register import publish
+
+    try:
+        export_cfg = ExportConfig(opset=args.opset, exporter=args.exporter, atol=args.atol)
+        quantize_cfg = QuantizeConfig(mode=args.quantize_mode, metric=args.metric, tolerance=args.tolerance)
+        result = publish(
+            args.checkpoint, ModelStore(args.store), name=args.name, quantize=args.quantize == "int8",
+            promote=args.promote, parent_version=args.parent_version, soundscapes_labels=args.soundscapes_labels,
+            soundscapes_dir=args.soundscapes_dir, audio=args.audio, export_cfg=export_cfg,
+            quantize_cfg=quantize_cfg,
+        )
+    except (ValueError, FileNotFoundError, StoreError) as exc:
+        log.error("%s", exc)
+        return 2
+    except ExportError as exc:
+        log.error("%s", exc)
+        return 1
+    card = result.card
+    summary = {
+        "name": card.name, "version": card.version, "precision": card.precision, "promoted": args.promote,
+        "sha256": card.sha256, "metrics": card.metrics, "exporter": result.export.exporter,
+        "parity_max_abs_diff_logits": result.export.max_abs_diff_logits,
+        "quantization": result.quantization.message if result.quantization else None,
+        "path": str(Path(args.store) / card.name / f"v{card.version}"),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,241 @@
+"""Checkpoint -> checked ONNX (optionally int8) -> model card -> model store.
+
+:func:`publish` is the one path from a training checkpoint into the store, used by ``soundscape export``,
+``soundscape retrain`` and ``soundscape build-default-model``:
+
+1. rebuild the model from the checkpoint and export it (:func:`training.export.export_onnx`), checked
+   against PyTorch on real audio windows (the validation soundscapes, else the given/training audio);
+2. score the fp32 ONNX file through the serving path on the labelled soundscapes, when there are any;
+3. optionally quantize to int8 (:func:`training.quantize.quantize_and_check`) and keep int8 only when
+   the metric holds;
+4. register the chosen file with a full :class:`~model_store.ModelCard` (``metrics.csv`` and
+   ``curves.png`` of the run as extra files), promoted or not.
+
+Nothing is registered when any step fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_store import DataSummary, Label, ModelCard, ModelStore, TensorSpec
+from soundscape.audio import Frontend, FrontendConfig
+
+from .evaluate import Evaluation, ValidationData, evaluate_model, load_validation, unregistered_model
+from .export import ExportConfig, ExportResult, export_onnx, model_from_checkpoint, real_images
+from .quantize import QuantizeConfig, QuantizeReport, quantize_and_check
+
+__all__ = ["PublishResult", "build_card", "publish", "spread_images"]
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("metrics.csv", "curves.png")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What :func:`publish` registered.
+
+    Attributes:
+        card (ModelCard): the registered card (version and sha256 filled in).
+        export (ExportResult): exporter and parity numbers.
+        quantization (QuantizeReport | None): int8 report, when asked for.
+        evaluation (Evaluation | None): serving-path scores of the registered file on the soundscapes.
+        validation (ValidationData | None): the labelled windows used (reused by retrain for the champion).
+    """
+
+    card: ModelCard
+    export: ExportResult
+    quantization: QuantizeReport | None
+    evaluation: Evaluation | None
+    validation: ValidationData | None
+
+
+def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, precision: str = "fp32",
+               metrics: dict[str, float] | None = None, per_species_ap: dict[str, float] | None = None,
+               parent_version: int | None = None, extra_training: dict[str, Any] | None = None,
+               notes: str = "") -> ModelCard:
+    """The model card of an exported checkpoint (version and sha256 are filled in by the store).
+
+    Args:
+        ckpt (dict): the training checkpoint (format 1).
+        exported (ExportResult): from :func:`training.export.export_onnx`.
+        name (str): model name in the store.
+        precision (str): ``fp32`` or ``int8``. (Default: ``"fp32"``)
+        metrics (dict, optional): validation metrics of the ONNX file. (Default: the checkpoint's)
+        per_species_ap (dict, optional): AP per species. (Default: the checkpoint's)
+        parent_version (int, optional): the version this model replaces or was fine-tuned from.
+        extra_training (dict, optional): more entries for ``card.training`` (export, quantization...).
+        notes (str): free text.
+    """
+    frontend = FrontendConfig.model_validate(ckpt["frontend"])
+    labels = [Label(code=lab["code"], common_name=lab.get("common_name", ""),
+                    scientific_name=lab.get("scientific_name", "")) for lab in ckpt["labels"]]
+    if exported.n_labels != len(labels):
+        raise ValueError(f"the exported model has {exported.n_labels} outputs but the checkpoint "
+                         f"lists {len(labels)} labels")
+    ckpt_metrics = {k: float(v) for k, v in (ckpt.get("metrics") or {}).items()
+                    if isinstance(v, int | float) and np.isfinite(v)}
+    training = {
+        "train_config": ckpt.get("train_config", {}),
+        "epoch": ckpt.get("epoch"),
+        "checkpoint_metrics": ckpt_metrics,
+        **(extra_training or {}),
+    }
+    return ModelCard(
+        name=name,
+        labels=labels,
+        frontend=frontend,
+        architecture=str(ckpt["arch"]),
+        inputs=[TensorSpec(name="image", shape=[None, *frontend.image_shape])],
+        outputs=[TensorSpec(name="logits", shape=[None, len(labels)]),
+                 TensorSpec(name="embedding", shape=[None, exported.embedding_dim])],
+        output_activation="sigmoid",
+        precision=precision,
+        data=DataSummary.model_validate(ckpt.get("data") or {}),
+        metrics=metrics if metrics is not None else ckpt_metrics,
+        per_species_ap=per_species_ap if per_species_ap is not None else {
+            k: float(v) for k, v in (ckpt.get("per_species_ap") or {}).items() if np.isfinite(v)},
+        training=training,
+        parent_version=parent_version,
+        notes=notes,
+    )
+
+
+def spread_images(frontend: FrontendConfig, windows: np.ndarray, n: int) -> np.ndarray:
+    """Images of ``n`` windows spread evenly over ``windows`` ``(m, samples)`` -> ``(n, 1, n_mels, T)``."""
+    idx = np.unique(np.linspace(0, len(windows) - 1, num=min(n, len(windows))).round().astype(int))
+    return Frontend(frontend)(windows[idx])[:, None]
+
+
+def _default_validation(ckpt: dict[str, Any]) -> tuple[Path | None, Path | None]:
+    tc = ckpt.get("train_config") or {}
+    labels, folder = tc.get("soundscapes_labels"), tc.get("soundscapes_dir")
+    if labels and folder and Path(labels).is_file() and Path(folder).is_dir():
+        return Path(labels), Path(folder)
+    return None, None
+
+
+def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "birds", quantize: bool = False,
+            promote: bool = False, parent_version: int | None = None,
+            soundscapes_labels: str | os.PathLike | None = None, soundscapes_dir: str | os.PathLike | None = None,
+            audio: Sequence[str | os.PathLike] | None = None, validation: ValidationData | None = None,
+            cache_dir: str | os.PathLike | None = None, export_cfg: ExportConfig | None = None,
+            quantize_cfg: QuantizeConfig | None = None, notes: str = "") -> PublishResult:
+    """Export a checkpoint, check it, optionally quantize it, and register it.
+
+    Args:
+        checkpoint (path): ``best.pt`` of a run (format 1).
+        store (ModelStore): destination store.
+        name (str): model name. (Default: ``"birds"``)
+        quantize (bool): try int8; kept only when the metric drops by at most the tolerance.
+        promote (bool): mark the new version as production.
+        parent_version (int, optional): recorded in the card.
+        soundscapes_labels, soundscapes_dir (path, optional): labelled soundscapes to score on. (Default:
+            the checkpoint's training soundscapes when they still exist)
+        audio (Sequence[path], optional): audio files or folders for the parity check when there are no
+            soundscapes. (Default: the checkpoint's ``audio_root``)
+        validation (ValidationData, optional): already loaded windows (overrides the soundscape paths).
+        cache_dir (path, optional): decoded-audio cache. (Default: a temporary folder)
+        export_cfg (ExportConfig, optional): exporter settings.
+        quantize_cfg (QuantizeConfig, optional): int8 settings (metric, tolerance).
+        notes (str): card notes.
+
+    Returns:
+        PublishResult: the registered card and the reports.
+
+    Raises:
+        ValueError: bad input (no real audio for the parity check, int8 asked without soundscapes...).
+        training.export.ExportError: export or parity failed; nothing was registered.
+    """
+    from training.checkpoint import load_checkpoint
+
+    export_cfg = export_cfg or ExportConfig()
+    quantize_cfg = quantize_cfg or QuantizeConfig()
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    frontend = FrontendConfig.model_validate(ckpt["frontend"])
+    codes = [lab["code"] for lab in ckpt["labels"]]
+    if soundscapes_labels is None and soundscapes_dir is None and validation is None:
+        soundscapes_labels, soundscapes_dir = _default_validation(ckpt)
+    if (soundscapes_labels is None) != (soundscapes_dir is None):
+        raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
+
+    with tempfile.TemporaryDirectory(prefix="soundscape-export-") as tmp:
+        tmp = Path(tmp)
+        if validation is None and soundscapes_labels is not None:
+            validation = load_validation(soundscapes_labels, soundscapes_dir, codes, frontend,
+                                         cache_dir=cache_dir or tmp / "cache")
+        if validation is not None:
+            if list(validation.codes) != codes or validation.frontend != frontend:
+                raise ValueError("the validation windows were loaded for other labels or another front end")
+            images = spread_images(frontend, validation.windows, export_cfg.parity_windows)
+        else:
+            sources = list(audio or [])
+            root = (ckpt.get("train_config") or {}).get("audio_root")
+            if not sources and root and Path(root).is_dir():
+                sources = [root]
+            if not sources:
+                raise ValueError(f"{checkpoint}: no real audio for the parity check (the training data is gone); "
+                                 "pass audio files or folders (--audio) or labelled soundscapes")
+            images = real_images(frontend, sources, export_cfg.parity_windows)
+        if quantize and validation is None:
+            raise ValueError("int8 quantization needs labelled soundscapes to check the metric; "
+                             "pass --soundscapes-labels and --soundscapes-dir, or drop --quantize")
+
+        model = model_from_checkpoint(ckpt)
+        fp32_path = tmp / "model.fp32.onnx"
+        exported = export_onnx(model, fp32_path, images, export_cfg)
+        extra = {"export": {"exporter": exported.exporter, "opset": export_cfg.opset,
+                            "parity_windows": exported.parity_windows,
+                            "max_abs_diff_logits": exported.max_abs_diff_logits,
+                            "max_abs_diff_embedding": exported.max_abs_diff_embedding},
+                 "checkpoint": str(checkpoint)}
+        card = build_card(ckpt, exported, name=name, parent_version=parent_version, extra_training=extra,
+                          notes=notes)
+
+        evaluation = None
+        chosen, report = fp32_path, None
+        if validation is not None:
+            evaluation = evaluate_model(unregistered_model(card, fp32_path), validation, desc="scoring fp32")
+        if quantize:
+            int8_card = card.model_copy(update={"precision": "int8"})
+
+            int8_eval: list[Evaluation] = []
+
+            def score(path: Path) -> dict[str, float]:
+                int8_eval.append(evaluate_model(unregistered_model(int8_card, path), validation,
+                                                desc="scoring int8"))
+                return int8_eval[-1].metrics
+
+            calibration = spread_images(frontend, validation.windows, quantize_cfg.calibration_windows)
+            int8_path = tmp / "model.int8.onnx"
+            report = quantize_and_check(fp32_path, int8_path, calibration=calibration, score=score,
+                                        cfg=quantize_cfg, fp32_metrics=evaluation.metrics)
+            extra["quantization"] = report.to_dict()
+            if report.accepted:
+                chosen, evaluation = int8_path, int8_eval[-1]
+        update: dict[str, Any] = {"training": {**card.training, **extra}}
+        if chosen != fp32_path:
+            update["precision"] = "int8"
+        if evaluation is not None:
+            update["metrics"] = evaluation.metrics
+            update["per_species_ap"] = evaluation.per_species_ap
+            update["data"] = card.data.model_copy(update={"val_soundscapes": validation.n_soundscapes})
+        card = card.model_copy(update=update)
+        run_dir = checkpoint.parent
+        extra_files = {f: run_dir / f for f in RUN_FILES if (run_dir / f).is_file()}
+        registered = store.register(card, chosen, promote=promote, extra_files=extra_files)
+    log.info("registered %s v%d (%s, %.1f MB)%s", registered.name, registered.version, registered.precision,
+             store.version_dir(name, registered.version).joinpath("model.onnx").stat().st_size / 1e6,
+             " and promoted it" if promote else "")
+    return PublishResult(card=registered, export=exported, quantization=report, evaluation=evaluation,
+                         validation=validation)
