@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 __all__ = ["add_arguments", "build_config", "run"]
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    log.info("done: best checkpoint %s, metrics %s", result.best_checkpoint,
-             {k: round(v, 4) for k, v in result.metrics.items()})
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        log.info("done: best checkpoint %s, metrics %s", result.best_checkpoint,
+                 {k: round(v, 4) for k, v in result.metrics.items()})
     return 0

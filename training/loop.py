@@ -149,8 +149,9 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
         source=str(cfg.metadata), skipped_files=len(problems.files() - {p.file for p in problems.problems
                                                                         if p.kind == "bad_row"}),
     )
-    log.info("data: %d classes, %d training clips, %d validation %s", len(codes), len(train_clips),
-             len(val) if val is not None else 0, "soundscape windows" if n_soundscapes else "clips")
+    if ctx.main:
+        log.info("data: %d classes, %d training clips, %d validation %s", len(codes), len(train_clips),
+                 len(val) if val is not None else 0, "soundscape windows" if n_soundscapes else "clips")
     return _Data(labels=labels, train=train_ds, val=val, train_weights=sampling_weights(train_clips,
                  cfg.sampling_alpha), summary=summary, backgrounds=backgrounds, problems=problems)
 
@@ -363,9 +364,10 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
             best_metrics = _finite({**val_metrics, "train_loss": row["train_loss"]})
         else:
             bad_epochs += 1
-        log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f lr %.2e "
-                 "%.1f samples/s%s", epoch, cfg.epochs, row["train_loss"], row["val_loss"], row["macro_roc_auc"],
-                 row["padded_cmap"], row["lr"], row["samples_per_s"], " (best)" if improved else "")
+        if ctx.main:
+            log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f lr %.2e "
+                     "%.1f samples/s%s", epoch, cfg.epochs, row["train_loss"], row["val_loss"], row["macro_roc_auc"],
+                     row["padded_cmap"], row["lr"], row["samples_per_s"], " (best)" if improved else "")
         rng_states = _gather({"augment": augmenter.state_dict(), "torch": torch.get_rng_state()}, ctx)
         if ctx.main:
             ckpt = {

@@ -1,0 +1,131 @@
+"""Dataset reading, targets, problems report, cache, crops, split and sampling on real files."""
+
+import csv
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from tests.training.conftest import SPECIES
+from training.data import (
+    AudioCache,
+    ClipDataset,
+    ProblemReport,
+    WeightedRankSampler,
+    build_labels,
+    crop,
+    make_targets,
+    read_metadata,
+    read_taxonomy,
+    sampling_weights,
+    stratified_split,
+)
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def clips_and_problems(tiny_data):
+    problems = ProblemReport()
+    taxonomy = read_taxonomy(tiny_data / "taxonomy.csv")
+    clips, names = read_metadata(tiny_data / "train_metadata.csv", tiny_data / "train_audio", problems,
+                                 taxonomy=taxonomy)
+    return clips, problems, taxonomy, names
+
+
+def test_labels_and_targets(clips_and_problems):
+    clips, _, taxonomy, names = clips_and_problems
+    labels = build_labels(clips, taxonomy, names)
+    codes = [lab["code"] for lab in labels]
+    assert codes == sorted(SPECIES)
+    assert labels[0] == {"code": "amered", "common_name": "Amered", "scientific_name": "Avis amered"}
+    y = make_targets(clips, codes, secondary_weight=0.5)
+    first = clips[0]  # amered_0 has one secondary label
+    assert y[0, codes.index("amered")] == 1.0
+    assert first.secondary and y[0, codes.index(first.secondary[0])] == 0.5
+    assert set(np.unique(y)) <= {0.0, 0.5, 1.0}
+    assert make_targets(clips, codes, 1.0)[0, codes.index(first.secondary[0])] == 1.0
+
+
+def test_problems_are_reported_with_file_names(clips_and_problems, tmp_path, tiny_data):
+    clips, problems, _, _ = clips_and_problems
+    cache = AudioCache(tmp_path / "cache", RATE)
+    usable = cache.prepare([c.path for c in clips], problems)
+    assert problems.counts() == {"missing_file": 1, "unknown_label": 2, "unreadable_audio": 1}
+    assert any(f.endswith("gone.ogg") for f in problems.files("missing_file"))
+    assert any(f.endswith("zzznew/x.wav") for f in problems.files("unknown_label"))
+    assert any(f.endswith("broken.wav") for f in problems.files("unreadable_audio"))
+    assert usable.count(False) == 1 and len(usable) == sum(n for _, n in SPECIES.values()) + 1
+    with open(problems.save(tmp_path / "problems.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {"kind", "file", "detail"} <= set(rows[0])
+
+
+def test_bad_csv_names_the_file(tmp_path, tiny_data):
+    bad = tmp_path / "meta.csv"
+    bad.write_text("label,file\nx,y\n")
+    with pytest.raises(ValueError, match=r"meta\.csv.*primary_label"):
+        read_metadata(bad, tiny_data / "train_audio", ProblemReport())
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        read_metadata(tmp_path / "nope.csv", tiny_data / "train_audio", ProblemReport())
+
+
+def test_cache_hit_in_second_epoch(clips_and_problems, tmp_path):
+    clips = [c for c in clips_and_problems[0] if not c.path.name.startswith("broken")]
+    cache = AudioCache(tmp_path / "cache", RATE)
+    assert all(cache.prepare([c.path for c in clips], ProblemReport()))
+    assert (cache.misses, cache.hits) == (len(clips), 0)
+    ds = ClipDataset(clips, np.zeros((len(clips), 1), np.float32), cache, 5 * RATE)
+    for epoch in (1, 2):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            ds[i]
+    assert cache.misses == len(clips) and cache.hits == 2 * len(clips)  # no decoding after the first pass
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(clips)
+    # a changed file is a new key
+    os.utime(clips[0].path, ns=(1, 1))
+    assert not cache.path_for(clips[0].path).is_file()
+
+
+def test_crops_random_deterministic_and_padded(clips_and_problems, tmp_path):
+    x = np.arange(10, dtype=np.float32)
+    assert np.array_equal(crop(x, 4, None), x[:4])
+    short = crop(x[:3], 6, np.random.default_rng(0))
+    assert short.shape == (6,) and short.sum() == 3 and np.count_nonzero(short == 0) >= 3
+    clips = [c for c in clips_and_problems[0] if not c.path.name.startswith("broken")]
+    cache = AudioCache(tmp_path / "c", RATE)
+    ds = ClipDataset(clips, make_targets(clips, sorted(SPECIES), 0.5), cache, 2 * RATE, seed=3)
+    a, _ = ds[0]
+    assert a.shape == (2 * RATE,) and np.array_equal(a.numpy(), ds[0][0].numpy())
+    ds.set_epoch(1)
+    assert not np.array_equal(a.numpy(), ds[0][0].numpy())  # a new crop each epoch
+
+
+def test_split_is_stratified_and_keeps_singletons(clips_and_problems):
+    clips = clips_and_problems[0]
+    train_idx, val_idx = stratified_split(clips, 0.34, seed=0)
+    assert sorted(train_idx + val_idx) == list(range(len(clips)))
+    val_labels = Counter(clips[i].primary for i in val_idx)
+    assert "houspa" not in val_labels  # the single-clip species stays in training
+    # round(n * 0.34) per species: amered 6 -> 2, bkcchi 5 (incl. broken.wav) -> 2, comrav 3 -> 1
+    assert (val_labels["amered"], val_labels["bkcchi"], val_labels["comrav"]) == (2, 2, 1)
+    assert stratified_split(clips, 0.34, seed=0) == (train_idx, val_idx)
+
+
+def test_sampling_weights_and_rank_sharding(clips_and_problems):
+    clips = clips_and_problems[0]
+    counts = Counter(c.primary for c in clips)
+    w = sampling_weights(clips, 0.5)
+    raw = np.array([counts[c.primary] ** -0.5 for c in clips])
+    assert np.allclose(w, raw / raw.sum())
+    assert np.allclose(sampling_weights(clips, 0.0), 1 / len(clips))
+    # a rare species' clip is drawn more often than a common one's
+    assert w[[c.primary for c in clips].index("houspa")] > w[0]
+    single = list(WeightedRankSampler(w, 20, seed=1))
+    ranks = [list(WeightedRankSampler(w, 20, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 10
+    assert sorted(ranks[0] + ranks[1]) == sorted(single)
+    s = WeightedRankSampler(w, 20, seed=1)
+    s.set_epoch(2)
+    assert list(s) != single

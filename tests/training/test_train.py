@@ -1,0 +1,109 @@
+"""End-to-end training runs: outputs and checkpoint format, held-out validation, resume, DDP, CLI."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from soundscape.cli import main
+from tests.training.conftest import SPECIES, fast_config
+from training import AugmentConfig, load_checkpoint, train
+from training.checkpoint import REQUIRED_KEYS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_run_with_soundscape_validation_writes_everything(tiny_data, tmp_path):
+    cfg = fast_config(tiny_data, tmp_path / "run", epochs=2, soundscapes_labels=tiny_data / "soundscape_labels.csv",
+                      soundscapes_dir=tiny_data / "soundscapes")
+    result = train(cfg)
+    run = result.run_dir
+    for name in ("best.pt", "last.pt", "metrics.csv", "curves.png", "problems.csv"):
+        assert (run / name).is_file(), name
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and len(result.history) == 2
+    assert {"macro_roc_auc", "padded_cmap"} <= set(result.metrics)
+    problems = (run / "problems.csv").read_text()
+    assert "broken.wav" in problems and "gone.ogg" in problems
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert set(REQUIRED_KEYS) <= set(ckpt) and ckpt["format"] == 1 and ckpt["epoch"] == 2
+    assert [lab["code"] for lab in ckpt["labels"]] == sorted(SPECIES)
+    assert ckpt["data"]["val_soundscapes"] == 1 and ckpt["data"]["skipped_files"] == 3
+    assert ckpt["frontend"]["n_mels"] == 32 and ckpt["train_config"]["arch"] == "test_efficientnet"
+    from training import create_model
+
+    model = create_model(ckpt["arch"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])  # B's export path
+
+
+def test_heldout_clip_validation_focal_loss_and_no_augmentation(tiny_data, tmp_path):
+    cfg = fast_config(tiny_data, tmp_path / "run", loss="focal", augment=AugmentConfig.off(), sampling_alpha=0.0,
+                      val_fraction=0.34)
+    result = train(cfg)
+    ckpt = load_checkpoint(result.best_checkpoint)
+    # round(n * 0.34) of the usable clips: amered 6 -> 2, bkcchi 4 -> 1, comrav 3 -> 1, houspa 1 -> 0
+    assert ckpt["data"]["val_clips"] == 4 and ckpt["data"]["val_soundscapes"] == 0
+    assert 0.0 <= result.metrics["macro_roc_auc"] <= 1.0
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_path):
+    straight = train(fast_config(tiny_data, tmp_path / "a", epochs=2))
+
+    def interrupt(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    cfg = fast_config(tiny_data, tmp_path / "b", epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_epoch_end=interrupt)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = train(cfg.model_copy(update={"resume": True}))
+    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    assert b["epoch"] == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    assert a["history"][1]["train_loss"] == pytest.approx(b["history"][1]["train_loss"], abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(fast_config(tiny_data, tmp_path / "c", resume=True))
+
+
+def test_two_process_ddp_run_via_torchrun_and_cli(tiny_data, tmp_path):
+    cfg = fast_config(tiny_data, tmp_path / "ddp", epochs=1, batch_size=2,
+                      soundscapes_labels=tiny_data / "soundscape_labels.csv", soundscapes_dir=tiny_data / "soundscapes")
+    config = tmp_path / "config.json"
+    config.write_text(cfg.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "soundscape.cli", "train", "--config", str(config)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ckpt["epoch"] == 1 and len(ckpt["rng"]["ranks"]) == 2
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+    with open(tmp_path / "ddp" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1  # one writer: rank 0
+
+
+def test_cli_help_and_bad_paths(tmp_path, capsys, caplog, tiny_data):
+    proc = subprocess.run([sys.executable, "-m", "soundscape.cli", "train", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--metadata" in proc.stdout and "--resume" in proc.stdout
+    missing = tmp_path / "no_such_metadata.csv"
+    code = main(["train", "--metadata", str(missing), "--audio-root", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert code == 2 and "no_such_metadata.csv" in caplog.text
+    bad = tmp_path / "bad.csv"
+    bad.write_text("species,path\na,b\n")
+    code = main(["train", "--metadata", str(bad), "--audio-root", str(tiny_data / "train_audio"),
+                 "--out", str(tmp_path / "r"), "--arch", "test_efficientnet", "--no-pretrained"])
+    assert code == 2 and "bad.csv" in caplog.text and "primary_label" in caplog.text
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"metadata": str(bad), "epochs": 0}))
+    assert main(["train", "--config", str(config), "--audio-root", str(tmp_path), "--out", str(tmp_path)]) == 2
