@@ -325,9 +325,18 @@ def _downmix(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1, dtype=np.float32)
 
 
+# Float files are nominally within [-1, 1]. Samples 10^6 times full scale are garbage, and larger ones
+# overflow float32 in the resampler and the power spectrogram (NaN images, NaN probabilities).
+MAX_ABS_SAMPLE = 1e6
+
+
 def _check_finite(samples: np.ndarray, label: str) -> None:
-    if not np.isfinite(samples).all():
+    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+    if not np.isfinite(peak):
         raise AudioError(AudioErrorCode.NON_FINITE, f"{label}: the audio holds NaN or infinite samples")
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(AudioErrorCode.CORRUPT,
+                         f"{label}: sample magnitude {peak:.3g} is over {MAX_ABS_SAMPLE:g} x full scale (corrupt data)")
 
 
 def decode(
