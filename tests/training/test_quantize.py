@@ -1,0 +1,52 @@
+"""int8 quantization: the report (metric change, speed-up) and the refusal when the metric drops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soundscape.audio import Frontend
+from tests.utils.checkpoints import write_fitted_onnx, write_soundscapes
+from tests.utils.models import DEFAULT_CODES, tiny_card, tiny_frontend
+from training.evaluate import evaluate_model, load_validation, unregistered_model
+from training.quantize import QuantizeConfig, quantize_and_check
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant")
+    labels, folder = write_soundscapes(root)
+    val = load_validation(labels, folder, DEFAULT_CODES, tiny_frontend(), cache_dir=root / "cache")
+    fp32 = write_fitted_onnx(root / "fp32.onnx", val.windows, val.targets)
+    card = tiny_card(tiny_frontend())
+
+    def score(path):
+        return evaluate_model(unregistered_model(card, path), val).metrics
+
+    return root, val, fp32, score
+
+
+def test_int8_kept_when_metric_holds(setup, tmp_path):
+    _, val, fp32, score = setup
+    assert score(fp32)["macro_roc_auc"] > 0.9  # the fitted model is good, so a drop would show
+    calibration = Frontend(tiny_frontend())(val.windows)[:, None]
+    cfg = QuantizeConfig(tolerance=0.05, timing_repeats=3, timing_batch=8)
+    report = quantize_and_check(fp32, tmp_path / "int8.onnx", calibration=calibration, score=score, cfg=cfg)
+    assert report.accepted, report.message
+    assert (tmp_path / "int8.onnx").is_file()
+    assert report.metric_change == pytest.approx(report.int8_metric - report.fp32_metric)
+    assert report.metric_change >= -0.05
+    assert report.speedup == pytest.approx(report.fp32_ms / report.int8_ms) and report.speedup > 0
+    assert "accepted" in report.message and "faster" in report.message
+
+
+def test_int8_refused_when_metric_drops(setup, tmp_path):
+    _, val, fp32, score = setup
+    # Calibrating on silence-like images collapses the activation ranges: the int8 model loses the signal.
+    calibration = np.zeros((8, 1, *tiny_frontend().image_shape[1:]), np.float32)
+    report = quantize_and_check(fp32, tmp_path / "int8.onnx", calibration=calibration, score=score,
+                                cfg=QuantizeConfig(tolerance=0.01, timing_repeats=1, timing_batch=4))
+    assert not report.accepted
+    assert report.metric_change < -0.01
+    assert "refused" in report.message and "keeping fp32" in report.message
+    assert not (tmp_path / "int8.onnx").exists()
