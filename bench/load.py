@@ -117,6 +117,7 @@ class LoadReport:
     requests: int = 0
     ok: int = 0
     expected_4xx: int = 0
+    rejected_503: int = 0
     server_errors_5xx: int = 0
     transport_errors: int = 0
     unexpected: int = 0
@@ -205,9 +206,13 @@ def run_load(url: str, *, concurrency: int, duration_s: float, pid: int | None =
                     report.requests += 1
                     statuses[str(r.status_code)] += 1
                     latencies.append(took)
-                    if r.status_code >= 500:
+                    busy = (r.status_code == 503 and "retry-after" in r.headers
+                            and r.json().get("error") in ("queue_full", "too_busy"))
+                    if busy:  # back-pressure, the documented answer when full: not an error
+                        report.rejected_503 += 1
+                    elif r.status_code >= 500:
                         report.server_errors_5xx += 1
-                    if p.valid and r.status_code == 200:
+                    elif p.valid and r.status_code == 200:
                         report.ok += 1
                         valid_latencies.append(took)
                         audio_s += p.audio_s
@@ -216,7 +221,8 @@ def run_load(url: str, *, concurrency: int, duration_s: float, pid: int | None =
                         report.expected_4xx += 1
                     elif r.status_code < 500:
                         report.unexpected += 1
-                    if (r.status_code >= 500 or (p.valid and r.status_code != 200)) and len(report.errors_sample) < 10:
+                    failed = r.status_code >= 500 or (p.valid and r.status_code != 200)
+                    if failed and not busy and len(report.errors_sample) < 10:
                         report.errors_sample.append(f"{p.name}: {r.status_code} {r.text[:200]}")
 
     def sampler() -> None:
@@ -329,8 +335,8 @@ def write_results(report: LoadReport, out: Path, extra: dict) -> None:
         ("duration (s)", report.duration_s),
         ("concurrency", report.concurrency),
         ("requests", report.requests),
-        ("valid 200 / expected 4xx", f"{report.ok} / {report.expected_4xx}"),
-        ("errors (5xx + transport + unexpected)",
+        ("valid 200 / expected 4xx / 503 busy", f"{report.ok} / {report.expected_4xx} / {report.rejected_503}"),
+        ("errors (5xx other than busy + transport + unexpected)",
          f"{report.errors} ({report.server_errors_5xx} + {report.transport_errors} + {report.unexpected})"),
         ("status counts", ", ".join(f"{k}: {v}" for k, v in report.status_counts.items())),
         ("latency p50 / p95 / p99, all (ms)", f"{lat.get('p50')} / {lat.get('p95')} / {lat.get('p99')}"),
