@@ -94,6 +94,7 @@ class DynamicBatcher:
         self._running: set[asyncio.Task] = set()
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent_batches,
                                             thread_name_prefix=f"batch-{name}")
+        self._forming: list[_Item] = []  # taken off the queue by the loop, not yet handed to a run
         self._loop_task: asyncio.Task | None = None
         self._closed = False
 
@@ -153,7 +154,7 @@ class DynamicBatcher:
         """Refuse new items, let queued and running ones finish, then stop the loop."""
         self._closed = True
         deadline = None if timeout_s is None else time.perf_counter() + timeout_s
-        while (self._items or self._running) and (deadline is None or time.perf_counter() < deadline):
+        while (self._items or self._forming or self._running) and (deadline is None or time.perf_counter() < deadline):
             await asyncio.sleep(0.005)
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -191,16 +192,17 @@ class DynamicBatcher:
                 return None
 
     async def _loop(self) -> None:
-        carry: _Item | None = None
+        batch = self._forming
         while True:
             try:
-                first = carry or await self._next(None)
-                carry = None
-                if first is None:
-                    continue
+                if not batch:  # else: the item carried over from the last batch opens this one
+                    first = await self._next(None)
+                    if first is None:
+                        continue
+                    batch.append(first)
                 await self._slots.acquire()
-                batch, size = [first], len(first)
-                deadline = first.enqueued + self.max_wait_s
+                size, carry = len(batch[0]), None
+                deadline = batch[0].enqueued + self.max_wait_s
                 while size < self.max_batch_size:
                     item = await self._next(deadline - time.perf_counter())
                     if item is None:
@@ -211,12 +213,16 @@ class DynamicBatcher:
                     batch.append(item)
                     size += len(item)
                 self._add_queued(-size)
-                task = asyncio.get_running_loop().create_task(self._run(batch))
+                task = asyncio.get_running_loop().create_task(self._run(list(batch)))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
-            except asyncio.CancelledError:
+                batch.clear()
                 if carry is not None:
-                    self._items.appendleft(carry)
+                    batch.append(carry)
+            except asyncio.CancelledError:
+                # Put unfinished work back at the front of the queue so close() resolves it.
+                self._items.extendleft(reversed(batch))
+                batch.clear()
                 raise
             except Exception:  # never let the loop die: log it and go on
                 log.exception("batcher %s loop error", self.name)
