@@ -369,7 +369,7 @@ class AudioCache:
         target = self.path_for(file)
         if target.is_file():
             try:
-                data = np.load(target, mmap_mode="r" if mmap else None)
+                data = np.load(target, mmap_mode="r" if mmap else None, allow_pickle=False)  # plain arrays only
                 self.hits += 1
                 return data
             except (ValueError, OSError):
