@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
 
-.PHONY: install serve test lint audit
+.PHONY: install serve test lint audit security reliability load
 install: $(STAMP)
 
 serve: $(STAMP)
@@ -23,5 +23,21 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Dependency audit: pip-audit where PyPI's per-version JSON answers, otherwise the project-JSON fallback
+# (scripts/audit_deps.py). Not part of `make test`: it needs the network, so a flaky index would fail CI
+# for reasons unrelated to the change; run it before a release and on a schedule.
 audit: $(STAMP)
-	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
+	$(VENV)/bin/python scripts/audit_deps.py --extras dev,train,batch,ray
+
+# Security lint (ruff's S rules, also part of `make test`) plus the dependency audit.
+security: $(STAMP)
+	$(VENV)/bin/ruff check --select S .
+	$(MAKE) audit
+
+# Fuzz, schemathesis, short load, reload under load, store faults, security tests (also in `make test`).
+reliability: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests/reliability
+
+# The full load run: writes bench/results/load.json and load.md.
+load: $(STAMP)
+	$(VENV)/bin/python bench/load.py --concurrency 8 --duration 60
