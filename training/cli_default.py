@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     result = train(cfg)
     t_train = time.perf_counter() - t0
     store = ModelStore(args.store)
+    parent = store.production(args.name)
     try:
-        published = publish(result.best_checkpoint, store, name=args.name, quantize=True, promote=True,
-                            parent_version=store.production(args.name), cache_dir=cfg.cache_dir,
+        published = publish(result.best_checkpoint, store, name=args.name, quantize=True, promote=False,
+                            parent_version=parent, cache_dir=cfg.cache_dir,
                             quantize_cfg=QuantizeConfig(tolerance=args.tolerance),
                             notes=f"bundled demo model: soundscape build-default-model (demo {args.size}, "
                                   f"data seed {args.data_seed}, seed {args.seed}, {args.epochs} epochs)")
@@ -76,12 +77,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     card = published.card
     size_mb = (store.version_dir(card.name, card.version) / "model.onnx").stat().st_size / 1e6
-    if size_mb > args.max_mb:
-        log.error("%s v%d is %.1f MB, over --max-mb %.1f: rolling back its promotion", card.name, card.version,
-                  size_mb, args.max_mb)
-        if len(store.history(card.name)) > 1:
-            store.rollback(card.name)
+    if size_mb > args.max_mb:  # registered for inspection, but never promoted
+        log.error("%s v%d is %.1f MB, over --max-mb %.1f: not promoted", card.name, card.version, size_mb,
+                  args.max_mb)
         return 1
+    store.promote(card.name, card.version)
     print(json.dumps({
         "store": str(args.store), "name": card.name, "version": card.version, "precision": card.precision,
         "size_mb": round(size_mb, 2), "metrics": card.metrics,
