@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from fastapi import Request
 
-from soundscape.audio import Audio, AudioError, Frontend, decode
+from soundscape.audio import AudioError, Frontend, decode
 from soundscape.audio.functional import window_starts
 
 from .batching import BatcherClosedError, QueueFullError
@@ -77,12 +77,21 @@ class PredictOptions:
                                f"species {unknown} are not labels of {model.name} v{model.version}")
 
 
+@dataclass(frozen=True)
+class AudioFacts:
+    """What the response reports about a recording (the samples themselves are freed early)."""
+
+    duration_s: float
+    source_sample_rate: int
+    channels: int
+
+
 @dataclass
 class Result:
     """Raw outcome of one file."""
 
     stem: str
-    audio: Audio
+    audio: AudioFacts
     starts_s: np.ndarray
     window_s: float
     probabilities: np.ndarray  # (n_windows, n_labels)
@@ -178,6 +187,10 @@ class Predictor:
                 frontend_s += time.perf_counter() - f0
                 first_submit = first_submit or time.perf_counter()
                 pending.append(asyncio.ensure_future(model.batcher.submit(images)))
+            # Only the images are needed from here on: drop the samples before waiting for the model,
+            # so requests queued behind a busy model hold ~2 MB per minute of audio, not ~30 MB.
+            facts = AudioFacts(audio.duration_s, audio.source_sample_rate, audio.channels)
+            del audio
             outs = await asyncio.gather(*pending)
         except QueueFullError as exc:
             raise self._busy("queue_full", str(exc)) from None
@@ -190,14 +203,14 @@ class Predictor:
         probs = np.concatenate(outs) if outs else np.zeros((0, len(model.card.labels)), np.float32)
         model_s = t2 - (first_submit or t2)
         m = self.metrics
-        m.audio_seconds.inc(audio.duration_s)
+        m.audio_seconds.inc(facts.duration_s)
         m.windows.inc(len(starts))
         m.stage_seconds.labels("decode").observe(t1 - t0)
         m.stage_seconds.labels("frontend").observe(frontend_s)
         m.stage_seconds.labels("model").observe(model_s)
         timings = Timings(decode_ms=round((t1 - t0) * 1000, 2), frontend_ms=round(frontend_s * 1000, 2),
                           model_ms=round(model_s * 1000, 2), total_ms=round((t2 - t0) * 1000, 2))
-        return Result(stem=upload.stem, audio=audio, starts_s=starts, window_s=cfg.window_s,
+        return Result(stem=upload.stem, audio=facts, starts_s=starts, window_s=cfg.window_s,
                       probabilities=probs, timings=timings)
 
     # -- requests --------------------------------------------------------------------------------
