@@ -69,16 +69,19 @@ class Settings(BaseSettings):
         1 * _MiB, ge=0, description="Uploads larger than this are spooled to a temporary file, not kept in RAM.")
 
     # -- compute ---------------------------------------------------------------------------------
-    intra_op_threads: int = Field(default_factory=_cpus, ge=1, le=256,
-                                  description="ONNX Runtime threads inside one model run.")
+    # Tuned in bench/bench_service.py on 2 cores: one thread per run and one run per core beats
+    # multi-threaded runs (no spinning ORT pool stealing the decode threads' CPU); 12 windows (one
+    # minute) per run keeps fp32 activations, hence RSS, near 500 MB.
+    intra_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads inside one model run.")
     inter_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads across graph nodes.")
     fft_workers: int = Field(1, ge=1, le=256, description="FFT threads of the front end per call.")
     cpu_workers: int = Field(default_factory=_cpus, ge=1, le=256,
                              description="Threads that decode audio and compute spectrograms.")
-    batch_max_size: int = Field(32, ge=1, le=1024, description="Most windows in one model run.")
+    batch_max_size: int = Field(12, ge=1, le=1024, description="Most windows in one model run.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=10_000,
                                      description="How long a batch waits for more windows after its first.")
-    max_concurrent_batches: int = Field(1, ge=1, le=64, description="Model runs in flight at once.")
+    max_concurrent_batches: int = Field(default_factory=_cpus, ge=1, le=256,
+                                        description="Model runs in flight at once (default: the cores).")
 
     # -- admin and logging -----------------------------------------------------------------------
     admin_token: SecretStr | None = Field(
