@@ -3,11 +3,15 @@
 Two modes of ``onnxruntime.quantization``:
 
 - ``static`` (default): QDQ format, int8 per-channel weights and uint8 activations whose ranges are
-  calibrated (MinMax) on real log-mel windows. On CNNs ONNX Runtime fuses the QDQ pairs into int8
-  ``QLinearConv``, which is what makes it faster.
+  calibrated (MinMax) on real log-mel windows; the stem Conv and the classifier stay fp32. ONNX Runtime
+  fuses the QDQ pairs into int8 convolutions, which is what makes it faster.
 - ``dynamic``: int8 weights, activation ranges computed at run time. On CNNs this becomes ``ConvInteger``,
-  which ONNX Runtime's CPU provider runs several times *slower* than fp32 (measured: 8x slower on
-  tf_efficientnet_lite0); it is offered for MLP/transformer heads only.
+  which ONNX Runtime's CPU provider runs far *slower* than fp32; offered for MLP/transformer heads only.
+
+Measured on a fine-tuned tf_efficientnet_lite0 (demo data, 192 soundscape windows, batch 16, 1 thread,
+shared 2-core machine): fp32 macro ROC-AUC 0.648, 91 ms; static all layers -0.016 AUC, 2.1x faster;
+static with stem + head in fp32 -0.010 AUC, 2.0x faster (13.5 -> 4.0 MB); percentile calibration -0.014;
+dynamic -0.025 AUC and 11x slower (1034 ms).
 
 :func:`quantize_and_check` quantizes, scores both models with the same evaluation function, times both
 on the same batch, and accepts int8 only when the metric drops by at most ``tolerance``; otherwise it
@@ -40,6 +44,9 @@ class QuantizeConfig(BaseModel):
 
     mode: Literal["static", "dynamic"] = Field("static", description="Static QDQ (calibrated) or dynamic.")
     per_channel: bool = Field(True, description="Per-output-channel weight scales (static).")
+    keep_stem_and_head_fp32: bool = Field(
+        True, description="Leave the first Conv and the classifier in fp32 (static): measured on lite0, the "
+                          "macro ROC-AUC drop went from 0.016 to 0.010 at the same speed-up.")
     metric: Literal["macro_roc_auc", "padded_cmap"] = Field("macro_roc_auc", description="Metric checked.")
     tolerance: float = Field(0.01, ge=0, description="Largest allowed metric drop (absolute) for int8.")
     calibration_windows: int = Field(64, ge=1, description="Real windows used to calibrate activations.")
@@ -84,6 +91,16 @@ def _calibration_reader(images: np.ndarray, input_name: str, batch: int = 8):
     return Reader()
 
 
+def _stem_and_head(path: Path) -> list[str]:
+    """Names of the first Conv (sees the raw log-mel range) and the last Gemm/MatMul (the classifier)."""
+    import onnx
+
+    nodes = onnx.load(str(path)).graph.node
+    convs = [n.name for n in nodes if n.op_type == "Conv" and n.name]
+    heads = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul") and n.name]
+    return [*convs[:1], *heads[-1:]]
+
+
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, calibration: np.ndarray,
                   cfg: QuantizeConfig | None = None, input_name: str = "image") -> Path:
     """Write an int8 copy of an fp32 ONNX model.
@@ -115,9 +132,10 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, 
             root, level = logging.getLogger(), logging.getLogger().level
             root.setLevel(logging.WARNING)  # the quantizer logs one INFO line per rescaled channel on root
             try:
-                    quantize_static(str(pre), str(out_path), _calibration_reader(calibration, input_name),
+                quantize_static(str(pre), str(out_path), _calibration_reader(calibration, input_name),
                                 quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                nodes_to_exclude=_stem_and_head(pre) if cfg.keep_stem_and_head_fp32 else [])
             finally:
                 root.setLevel(level)
     return out_path

@@ -30,7 +30,8 @@ def test_int8_kept_when_metric_holds(setup, tmp_path):
     _, val, fp32, score = setup
     assert score(fp32)["macro_roc_auc"] > 0.9  # the fitted model is good, so a drop would show
     calibration = Frontend(tiny_frontend())(val.windows)[:, None]
-    cfg = QuantizeConfig(tolerance=0.05, timing_repeats=3, timing_batch=8)
+    # the tiny model is all head: quantize it too
+    cfg = QuantizeConfig(tolerance=0.05, timing_repeats=3, timing_batch=8, keep_stem_and_head_fp32=False)
     report = quantize_and_check(fp32, tmp_path / "int8.onnx", calibration=calibration, score=score, cfg=cfg)
     assert report.accepted, report.message
     assert (tmp_path / "int8.onnx").is_file()
@@ -45,7 +46,8 @@ def test_int8_refused_when_metric_drops(setup, tmp_path):
     # Calibrating on silence-like images collapses the activation ranges: the int8 model loses the signal.
     calibration = np.zeros((8, 1, *tiny_frontend().image_shape[1:]), np.float32)
     report = quantize_and_check(fp32, tmp_path / "int8.onnx", calibration=calibration, score=score,
-                                cfg=QuantizeConfig(tolerance=0.01, timing_repeats=1, timing_batch=4))
+                                cfg=QuantizeConfig(tolerance=0.01, timing_repeats=1, timing_batch=4,
+                                                   keep_stem_and_head_fp32=False))
     assert not report.accepted
     assert report.metric_change < -0.01
     assert "refused" in report.message and "keeping fp32" in report.message
