@@ -11,6 +11,7 @@ Usage::
 
     .venv/bin/python bench/bench_service.py                      # writes bench/results/service.json
     .venv/bin/python bench/bench_service.py --set BATCH_MAX_SIZE=16 --set INTRA_OP_THREADS=1 --out /tmp/x.json
+    .venv/bin/python bench/bench_service.py --merge run1.json run2.json run3.json   # medians -> --out
 """
 
 from __future__ import annotations
@@ -242,8 +243,43 @@ def baseline(model, files: list[dict], n: int, threads: int) -> dict:
             "audio_min_per_s": round(float(minutes / np.median(times)), 2)}
 
 
+def merge(paths: list[str]) -> dict:
+    """Medians over several result files of this script (the shared machine's load moves every run)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+    summary: dict = {}
+    for precision in ("fp32", "int8"):
+        rs = [r[precision] for r in runs if precision in r]
+        if not rs:
+            continue
+        summary[precision] = {
+            "ready_s": med([r["ready_s"] for r in rs]),
+            "peak_rss_mb": med([r["peak_rss_mb"] for r in rs]),
+            "latency_ms": {q: med([r["latency_ms"][q] for r in rs]) for q in ("p50", "p95", "p99")},
+            "server_stage_ms_p50": {k: med([r["server_stage_ms_p50"][k] for r in rs])
+                                    for k in rs[0]["server_stage_ms_p50"]},
+            "audio_min_per_s": {c: med([r["throughput"][c]["audio_min_per_s"] for r in rs])
+                                for c in rs[0]["throughput"]},
+            "errors": sum(v["errors"] for r in rs for v in r["throughput"].values()),
+        }
+    # Runs whose baseline timed only the (collapsing) 2-thread PyTorch are left out of the ratio.
+    fair = [r for r in runs if "tried" in r["baseline_torch_eager"]] or runs
+    base = [r["baseline_torch_eager"]["audio_min_per_s"] for r in fair]
+    summary["baseline_torch_eager"] = {"audio_min_per_s": med(base), "latency_ms_p50": med(
+        [r["baseline_torch_eager"]["latency_ms_p50"] for r in fair]), "runs": len(fair)}
+    for precision in ("fp32", "int8"):
+        if precision in summary:
+            # ratio per run (service and baseline measured under the same load), then the median
+            summary[precision]["speedup_vs_baseline"] = {
+                c: med([r[precision]["throughput"][c]["audio_min_per_s"] / r["baseline_torch_eager"]["audio_min_per_s"]
+                        for r in fair]) for c in runs[0][precision]["throughput"]}
+    return {"median_of_runs": len(runs), "summary": summary,
+            "loadavg": [r["machine"]["loadavg_start"][0] for r in runs], "runs": runs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="Only merge earlier result files into --out.")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "service.json"))
     parser.add_argument("--soundscapes", type=int, default=3, help="Demo soundscapes (x4 encodings).")
     parser.add_argument("--labels", type=int, default=20, help="Classes of the benchmark model.")
@@ -257,6 +293,11 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.merge:
+        merged = merge(args.merge)
+        Path(args.out).write_text(json.dumps(merged, indent=2) + "\n")
+        print(json.dumps(merged["summary"], indent=2))
+        return 0
     overrides = dict(s.split("=", 1) for s in args.set)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -274,7 +315,10 @@ def main() -> int:
             result[precision] = bench_server(stores[precision], files, overrides=overrides,
                                              latency_n=args.latency_n, seconds=args.seconds,
                                              concurrency=[int(c) for c in args.concurrency.split(",")])
-        result["baseline_torch_eager"] = baseline(torch_model, files, args.baseline_n, threads=os.cpu_count() or 1)
+        # PyTorch's 2-thread OpenMP pool collapses on the shared cores (2.1 s vs 0.25 s per minute with one
+        # thread, measured), so both are timed and the faster one is the baseline: the ratio is not inflated.
+        tried = [baseline(torch_model, files, args.baseline_n, threads=t) for t in sorted({1, os.cpu_count() or 1})]
+        result["baseline_torch_eager"] = {**max(tried, key=lambda b: b["audio_min_per_s"]), "tried": tried}
         base = result["baseline_torch_eager"]["audio_min_per_s"]
         for precision in args.precisions.split(","):
             tp = result[precision]["throughput"]
