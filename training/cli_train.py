@@ -42,11 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--backgrounds", type=Path, help="Folder of background recordings to mix in.")
     data.add_argument("--taxonomy", type=Path, help="taxonomy.csv (names of the species).")
     data.add_argument("--out", type=Path, help="Run directory (checkpoints, metrics.csv, curves.png).")
-    data.add_argument("--cache-dir", type=Path, help="Decoded-audio cache (default: next to the run).")
+    data.add_argument("--cache-dir", type=Path, help="Decoded-audio cache (None: next to the run).")
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", help="Architecture (default tf_efficientnet_lite0; any timm name).")
+    model.add_argument("--arch", help="Architecture (any timm name).")
     model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                       help="Start from local ImageNet weights (default: on).")
+                       help="Start from local ImageNet weights.")
     model.add_argument("--checkpoint", type=Path, help="timm-compatible weights to start from.")
     model.add_argument("--drop-rate", type=float)
     model.add_argument("--drop-path-rate", type=float)
@@ -68,6 +68,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
     run_group.add_argument("--max-steps-per-epoch", type=int)
     run_group.add_argument("--resume", action="store_true", default=None, help="Continue from <out>/last.pt.")
+    _document_defaults(parser)
+
+
+def _document_defaults(parser: argparse.ArgumentParser) -> None:
+    """Show each flag's TrainConfig description and default in ``--help``.
+
+    The flags' own default is "not given" (so ``--config`` values are not overridden); the effective
+    default is TrainConfig's, which is what a user needs to see.
+    """
+    from pydantic_core import PydanticUndefined
+
+    from .config import TrainConfig
+
+    fields = TrainConfig.model_fields
+    for action in parser._actions:
+        name = _FIELDS.get(action.dest)
+        if name is None or name not in fields:
+            continue
+        field = fields[name]
+        default = field.get_default(call_default_factory=True)
+        shown = "required" if default is PydanticUndefined else default
+        text = action.help or field.description or ""
+        action.help = f"{text} (default: {shown})".strip()
+        action.default = argparse.SUPPRESS  # absent from args unless given; build_config uses getattr
 
 
 def build_config(args: argparse.Namespace):
