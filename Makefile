@@ -40,4 +40,4 @@ reliability: $(STAMP)
 
 # The full load run: writes bench/results/load.json and load.md.
 load: $(STAMP)
-	$(VENV)/bin/python bench/load.py --concurrency 8 --duration 60
+	$(VENV)/bin/python bench/load.py --store model_store/default --concurrency 8 --duration 60 --seconds 60
