@@ -16,7 +16,7 @@ from soundscape.analyze import AnalyzeSettings, run_analysis
 from soundscape.analyze.formats import RAVEN_COLUMNS
 from soundscape.audio import AudioErrorCode, decode
 from soundscape.inference import Engine
-from tests.app.conftest import Server
+from tests.utils.server import Server
 
 from .conftest import output_files
 

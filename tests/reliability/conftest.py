@@ -12,8 +12,8 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.app.conftest import ADMIN_TOKEN, Server
 from tests.utils.models import make_store
+from tests.utils.server import ADMIN_TOKEN, Server
 
 settings.register_profile(
     "reliability", max_examples=40, deadline=10_000, database=None, derandomize=True,
@@ -41,22 +41,3 @@ def fuzz_server(tmp_path_factory) -> Iterator[Server]:
                  max_duration_s=MAX_DURATION_S, spool_threshold_bytes=SPOOL_BYTES, max_batch_files=3)
     yield srv
     srv.stop()
-
-
-@pytest.fixture()
-def servers(tmp_path) -> Iterator:
-    """Factory for servers with their own settings; ``store=`` reuses a store, ``versions=`` builds one."""
-    started: list[Server] = []
-
-    def _make(*, store=None, versions: int = 1, ready: bool = True, **kw: object) -> Server:
-        if store is None:
-            store = tmp_path / f"store{len(started)}"
-            if versions:
-                make_store(store, versions=versions)
-        srv = Server(tmp_path, store, ready=ready, **kw)
-        started.append(srv)
-        return srv
-
-    yield _make
-    for srv in started:
-        srv.stop()

@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from model_store import MODEL_FILE, POINTER_FILE, ModelStore
-from tests.app.conftest import Server
 from tests.test_store import _script, big_onnx  # noqa: F401 - big_onnx is a fixture
 from tests.utils.models import make_store, tiny_card, tiny_frontend, write_tiny_onnx
+from tests.utils.server import Server
 
 from .conftest import ADMIN_TOKEN, AUTH
 from .payloads import encode, tone
@@ -78,8 +78,8 @@ def test_start_fails_clearly_when_nothing_good_is_there(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_reload_refuses_bad_version_and_the_old_model_keeps_serving(servers, kind):
-    srv = servers(admin_token=ADMIN_TOKEN)
+def test_reload_refuses_bad_version_and_the_old_model_keeps_serving(make_server, kind):
+    srv = make_server(admin_token=ADMIN_TOKEN)
     before = srv.client.post("/v1/predict", content=WAV, headers=RAW).json()
     assert before["model"]["version"] == 1
     corrupt(srv.store, kind)
@@ -91,9 +91,9 @@ def test_reload_refuses_bad_version_and_the_old_model_keeps_serving(servers, kin
     assert "refused" in srv.log()
 
 
-def test_killed_registrations_while_serving_leave_the_store_valid(servers, tmp_path, big_onnx):  # noqa: F811
+def test_killed_registrations_while_serving_leave_the_store_valid(make_server, tmp_path, big_onnx):  # noqa: F811
     """SIGKILL registrations at different points while clients predict and an admin reloads in a loop."""
-    srv = servers(admin_token=ADMIN_TOKEN)
+    srv = make_server(admin_token=ADMIN_TOKEN)
     script = _script(tmp_path)
     stop = threading.Event()
     failures: list[str] = []

@@ -1,4 +1,4 @@
-"""Short load runs against real servers: no 5xx, bounded RSS without a leak trend, 503 + Retry-After when
+"""Short load runs against real make_server: no 5xx, bounded RSS without a leak trend, 503 + Retry-After when
 full, and hot reload (promote, roll back) under load with zero failed requests.
 
 The load generator is ``bench/load.py`` (the full run writes ``bench/results/load.*``).
@@ -20,8 +20,8 @@ from .conftest import ADMIN_TOKEN, AUTH, rss_mb
 from .payloads import encode, tone
 
 
-def test_short_load_has_no_errors_and_no_leak_trend(servers):
-    srv = servers(intra_op_threads=1, cpu_workers=2)
+def test_short_load_has_no_errors_and_no_leak_trend(make_server):
+    srv = make_server(intra_op_threads=1, cpu_workers=2)
     mix = payload_mix(seconds=10.0)
     warm = run_load(srv.url, concurrency=4, duration_s=4.0, pid=srv.proc.pid, mix=mix)
     first = rss_mb(srv)
@@ -37,9 +37,9 @@ def test_short_load_has_no_errors_and_no_leak_trend(servers):
     assert srv.proc.poll() is None and "Traceback" not in srv.log()
 
 
-def test_queue_full_answers_503_with_retry_after_under_load(servers):
+def test_queue_full_answers_503_with_retry_after_under_load(make_server):
     """A tiny window queue and many clients: excess requests get 503 queue_full at once, none time out."""
-    srv = servers(max_queue_windows=6, batch_max_size=4, batch_max_wait_ms=50, intra_op_threads=1)
+    srv = make_server(max_queue_windows=6, batch_max_size=4, batch_max_wait_ms=50, intra_op_threads=1)
     long = encode(tone(20.0, 16000), 16000)  # 4 windows per request
     mix = [Payload("wav20", long, "audio/wav", True, 20.0)]
     report = run_load(srv.url, concurrency=8, duration_s=4.0, pid=srv.proc.pid, mix=mix, timeout_s=20)
@@ -50,10 +50,10 @@ def test_queue_full_answers_503_with_retry_after_under_load(servers):
     assert r.status_code == 200  # recovers once the load stops
 
 
-def test_hot_reload_under_load_fails_no_request(servers):
+def test_hot_reload_under_load_fails_no_request(make_server):
     """Promote v2, roll back to v1, promote v2 again while 4 clients run: zero failures, and every response's
     named version matches the weights that produced it (one distinct output per version)."""
-    srv = servers(admin_token=ADMIN_TOKEN, intra_op_threads=1)
+    srv = make_server(admin_token=ADMIN_TOKEN, intra_op_threads=1)
     fe = tiny_frontend()
     path = write_tiny_onnx(srv.store.parent / "v2.onnx", fe, len(DEFAULT_CODES), seed=42)
     ModelStore(srv.store).register(tiny_card(fe), path)

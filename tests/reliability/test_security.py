@@ -46,8 +46,8 @@ def test_admin_compare_is_constant_time():
     assert "hmac.compare_digest(" in guard and "==" not in guard.split("compare_digest")[0].split("expected =")[1]
 
 
-def test_admin_disabled_without_token_and_placeholders_refused(servers):
-    srv = servers()  # no token configured
+def test_admin_disabled_without_token_and_placeholders_refused(make_server):
+    srv = make_server()  # no token configured
     for path in ("/v1/admin/reload", "/v1/admin/promote/1"):
         r = srv.client.post(path, headers=AUTH)
         assert r.status_code == 404 and r.json()["error"] == "not_found"
@@ -90,8 +90,8 @@ def test_limits_have_safe_defaults():
     assert 0 < s.spool_threshold_bytes <= 16 * 2**20 and s.admin_token is None and s.host == "127.0.0.1"
 
 
-def test_each_limit_is_configurable_and_enforced(servers):
-    srv = servers(max_upload_bytes=300_000, max_duration_s=8, max_batch_files=2, max_concurrent_requests=2,
+def test_each_limit_is_configurable_and_enforced(make_server):
+    srv = make_server(max_upload_bytes=300_000, max_duration_s=8, max_batch_files=2, max_concurrent_requests=2,
                   spool_threshold_bytes=1024)
     c = srv.client
     r = c.post("/v1/predict", content=encode(tone(9.5, 16000), 16000), headers=RAW)  # 304 kB
