@@ -23,7 +23,7 @@ import numpy as np
 from fastapi import Request
 
 from soundscape.audio import AudioError, Frontend, decode
-from soundscape.audio.functional import window_starts
+from soundscape.audio.functional import cut_windows, window_starts
 
 from .batching import BatcherClosedError, QueueFullError
 from .core.config import Settings
@@ -98,16 +98,6 @@ class Result:
     timings: Timings
 
 
-def _cut(samples: np.ndarray, sample_rate: int, starts_s: np.ndarray, window_samples: int) -> np.ndarray:
-    """``(n_windows, window_samples)`` windows at ``starts_s``, the last zero-padded (the front end's policy)."""
-    out = np.zeros((len(starts_s), window_samples), dtype=np.float32)
-    for i, start in enumerate(starts_s):
-        a = int(round(start * sample_rate))
-        chunk = samples[a : a + window_samples]
-        out[i, : len(chunk)] = chunk
-    return out
-
-
 def _row_id(stem: str, end_s: float) -> str:
     """BirdCLEF row id ``<stem>_<int(end_s)>`` (a hair of slack so 15.0 stays 15 after float sums)."""
     return f"{stem}_{int(end_s + 1e-6)}"
@@ -115,7 +105,7 @@ def _row_id(stem: str, end_s: float) -> str:
 
 def _images(frontend: Frontend, samples: np.ndarray, starts_s: np.ndarray) -> np.ndarray:
     cfg = frontend.cfg
-    return frontend(_cut(samples, cfg.sample_rate, starts_s, cfg.window_samples))
+    return frontend(cut_windows(samples, cfg.sample_rate, starts_s, cfg.window_samples))
 
 
 class Predictor:

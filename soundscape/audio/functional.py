@@ -17,6 +17,7 @@ from .config import FrontendConfig
 
 __all__ = [
     "amplitude_to_db",
+    "cut_windows",
     "frame_windows",
     "hann_window",
     "hz_to_mel",
@@ -74,13 +75,27 @@ def frame_windows(samples: np.ndarray, sample_rate: int, window_s: float, hop_s:
         in seconds.
     """
     starts = window_starts(len(samples), sample_rate, window_s, hop_s, min_partial_s)
-    win = int(round(window_s * sample_rate))
-    out = np.zeros((len(starts), win), dtype=np.float32)
-    for i, start in enumerate(starts):
+    return cut_windows(samples, sample_rate, starts, int(round(window_s * sample_rate))), starts
+
+
+def cut_windows(samples: np.ndarray, sample_rate: int, starts_s: np.ndarray, window_samples: int) -> np.ndarray:
+    """Copy the windows starting at ``starts_s`` out of a signal, zero-padding any that run past its end.
+
+    Args:
+        samples (np.ndarray): ``(n,)`` float32 mono signal.
+        sample_rate (int): its rate in Hz.
+        starts_s (np.ndarray): ``(n_windows,)`` window starts in seconds (from :func:`window_starts`).
+        window_samples (int): samples per window.
+
+    Returns:
+        np.ndarray: ``(n_windows, window_samples)`` float32.
+    """
+    out = np.zeros((len(starts_s), window_samples), dtype=np.float32)
+    for i, start in enumerate(starts_s):
         a = int(round(start * sample_rate))
-        chunk = samples[a : a + win]
+        chunk = samples[a : a + window_samples]
         out[i, : len(chunk)] = chunk
-    return out, starts
+    return out
 
 
 def hann_window(win_length: int, n_fft: int) -> np.ndarray:
