@@ -24,6 +24,7 @@ from fastapi import Request
 
 from soundscape.audio import AudioError, Frontend, decode
 from soundscape.audio.functional import cut_windows, window_starts
+from soundscape.inference import row_id
 
 from .batching import BatcherClosedError, QueueFullError
 from .core.config import Settings
@@ -96,11 +97,6 @@ class Result:
     window_s: float
     probabilities: np.ndarray  # (n_windows, n_labels)
     timings: Timings
-
-
-def _row_id(stem: str, end_s: float) -> str:
-    """BirdCLEF row id ``<stem>_<int(end_s)>`` (a hair of slack so 15.0 stays 15 after float sums)."""
-    return f"{stem}_{int(end_s + 1e-6)}"
 
 
 def _images(frontend: Frontend, samples: np.ndarray, starts_s: np.ndarray) -> np.ndarray:
@@ -270,7 +266,7 @@ class Predictor:
         probs = result.probabilities[:, cols]
         windows = [
             WindowResult(start_s=round(float(s), 3), end_s=round(float(s) + result.window_s, 3),
-                         row_id=_row_id(result.stem, float(s) + result.window_s),
+                         row_id=row_id(result.stem, float(s) + result.window_s),
                          probabilities=self._filter(codes, row, opts))
             for s, row in zip(result.starts_s, probs, strict=True)
         ]
@@ -292,6 +288,6 @@ class Predictor:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["row_id", *codes])
         for s, row in zip(result.starts_s, result.probabilities[:, cols], strict=True):
-            writer.writerow([_row_id(result.stem, float(s) + result.window_s),
+            writer.writerow([row_id(result.stem, float(s) + result.window_s),
                              *(f"{float(p):.6f}" for p in row)])
         return buf.getvalue()

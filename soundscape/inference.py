@@ -16,7 +16,7 @@ import onnxruntime as ort
 from model_store import ModelCard, VerifiedModel
 from soundscape.audio import Audio, Frontend, Windows
 
-__all__ = ["Engine", "EngineError", "Prediction", "sigmoid"]
+__all__ = ["Engine", "EngineError", "Prediction", "row_id", "sigmoid"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     ex = np.exp(x[~pos])
     out[~pos] = ex / (1.0 + ex)
     return out
+
+
+def row_id(stem: str, end_s: float) -> str:
+    """BirdCLEF row id of a window: ``<file stem>_<int(end_s)>``.
+
+    A hair of slack keeps 15.0 at 15 when the end time comes from float sums (e.g. ``0.1 * 150``).
+    """
+    return f"{stem}_{int(end_s + 1e-6)}"
 
 
 @dataclass(frozen=True)

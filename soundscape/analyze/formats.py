@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from model_store import ModelCard
+from soundscape.inference import row_id
 
 from .core import Detection, FileAnalysis
 
@@ -44,11 +45,6 @@ TMP_MARK = ".tmp-"
 CSV_COLUMNS = ["file", "start_s", "end_s", "row_id", "code", "common_name", "scientific_name", "confidence"]
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
                  "High Freq (Hz)", "Begin File", "Species Code", "Common Name", "Confidence"]
-
-
-def row_id(stem: str, end_s: float) -> str:
-    """BirdCLEF row id of a window: ``<file stem>_<int end_s>``."""
-    return f"{stem}_{int(end_s)}"
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
