@@ -6,7 +6,7 @@ The repository ships a default store (``model_store/default``) holding the bundl
 
 from pathlib import Path
 
-from .card import CARD_FILE, MODEL_FILE, DataSummary, Label, ModelCard, TensorSpec, sha256_file
+from .card import CARD_FILE, MODEL_FILE, DataSummary, Label, ModelCard, TensorSpec, ValidationInfo, sha256_file
 from .store import POINTER_FILE, ModelStore, StoreError, StoreErrorCode, VerifiedModel
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "StoreError",
     "StoreErrorCode",
     "TensorSpec",
+    "ValidationInfo",
     "VerifiedModel",
     "default_store_path",
     "sha256_file",

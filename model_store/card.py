@@ -23,6 +23,7 @@ __all__ = [
     "Label",
     "ModelCard",
     "TensorSpec",
+    "ValidationInfo",
     "sha256_file",
 ]
 
@@ -72,6 +73,19 @@ class DataSummary(BaseModel):
     skipped_files: int = Field(0, ge=0, description="Files reported unusable and skipped.")
 
 
+class ValidationInfo(BaseModel):
+    """Which validation chose the model and produced ``metrics``: read it before trusting a number."""
+
+    selected_by: str = Field("", description="Set that drove early stopping and checkpoint selection: "
+                             "pseudo_soundscapes (held-out clips mixed into field-like beds), clips (held-out "
+                             "focal clips: easy, not like the field) or soundscapes (labelled field recordings).",
+                             examples=["pseudo_soundscapes"])
+    metrics_from: str = Field("", description="Set that the card's metrics were computed on (serving path).",
+                              examples=["pseudo_soundscapes"])
+    monitor: str = Field("", description="Selection metric.", examples=["padded_cmap"])
+    sets: dict[str, str] = Field(default_factory=dict, description="Each validation set and how it was made.")
+
+
 class ModelCard(BaseModel):
     """A versioned model's description; stored as ``card.json``.
 
@@ -105,6 +119,8 @@ class ModelCard(BaseModel):
                                       description="Validation metrics, e.g. macro_roc_auc, padded_cmap.")
     per_species_ap: dict[str, float] = Field(default_factory=dict,
                                              description="Validation average precision per label.")
+    validation: ValidationInfo = Field(default_factory=ValidationInfo,
+                                       description="Which validation chose the model and produced its metrics.")
     training: dict[str, object] = Field(default_factory=dict, description="Training settings used.")
     parent_version: int | None = Field(None, description="Version this model was fine-tuned from.")
     sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of model.onnx.")

@@ -8,6 +8,7 @@ Keys (format 1)::
     train_config: TrainConfig.model_dump(mode="json")               epoch: last finished epoch (1-based)
     optimizer, scheduler, scaler: state dicts                       rng: generator states (resume)
     history: [per-epoch metric rows]  best_metric: float            bad_epochs: int (early stopping)
+    validation: {selected_by, monitor, sets: {set: how it was made}}  (the card's ``validation``)
 
 Only plain Python containers, numbers, strings and tensors are stored, so loading never runs pickled
 code. ``best.pt`` and ``last.pt`` in the run directory share the format.

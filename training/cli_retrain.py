@@ -16,19 +16,26 @@ from model_store import DEFAULT_MODEL_NAME, default_store_path
 
 log = logging.getLogger(__name__)
 
-# BirdCLEF layout under --data
-LAYOUT = {"metadata": "train_metadata.csv", "audio_root": "train_audio", "taxonomy": "taxonomy.csv",
-          "soundscapes_labels": "soundscape_labels.csv", "soundscapes_dir": "soundscapes",
-          "backgrounds_dir": "backgrounds"}
+# BirdCLEF layout under --data: TrainConfig field -> (flag, name under --data)
+LAYOUT = {"metadata": ("--metadata", "train_metadata.csv"), "audio_root": ("--audio-root", "train_audio"),
+          "taxonomy": ("--taxonomy", "taxonomy.csv"),
+          "soundscapes_labels": ("--soundscapes-labels", "soundscape_labels.csv"),
+          "soundscapes_dir": ("--soundscapes-dir", "soundscapes"),
+          "backgrounds_dir": ("--backgrounds-dir", "backgrounds"),
+          "unlabelled_dir": ("--unlabelled", "unlabelled")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from typing import get_args
+
+    from training.metrics import Metric
+
     data = parser.add_argument_group("data (BirdCLEF layout under --data, or each path on its own)")
     data.add_argument("--data", type=Path, default=None,
-                      help="Folder with train_metadata.csv, train_audio/, soundscape_labels.csv, soundscapes/, "
-                           "optional taxonomy.csv and backgrounds/.")
-    for field, default in LAYOUT.items():
-        data.add_argument(f"--{field.replace('_', '-')}", type=Path, default=None, help=f"(Default: DATA/{default})")
+                      help="Folder with train_metadata.csv and train_audio/; optional taxonomy.csv, backgrounds/, "
+                           "unlabelled/ (the site's unlabelled recordings), soundscape_labels.csv + soundscapes/.")
+    for field, (flag, default) in LAYOUT.items():
+        data.add_argument(flag, dest=field, type=Path, default=None, help=f"(Default: DATA/{default} if present)")
     parser.add_argument("--out-dir", type=Path, required=True, help="Run directory of the challenger.")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON file of TrainConfig fields (recipe, epochs...); flags below override it.")
@@ -40,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="Random seed.")
     parser.add_argument("--store", type=Path, default=default_store_path(), help="Model store root.")
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
-    parser.add_argument("--metric", choices=["macro_roc_auc", "padded_cmap"], default="macro_roc_auc",
-                        help="Decision metric, scored on the validation soundscapes.")
+    parser.add_argument("--metric", choices=list(get_args(Metric)), default="padded_cmap",
+                        help="Decision metric, scored on the labelled soundscapes when given, else on one "
+                             "pseudo-soundscape set (held-out clips in field-like beds) scored by both models.")
     parser.add_argument("--margin", type=float, default=0.005,
                         help="Promote only if challenger >= champion + margin.")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="Try int8 for the challenger.")
@@ -57,7 +65,7 @@ def train_fields(args: argparse.Namespace) -> dict:
             fields.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{args.config}: cannot read the JSON config ({exc})") from None
-    for field, default in LAYOUT.items():
+    for field, (_, default) in LAYOUT.items():
         value = getattr(args, field)
         if value is None and args.data is not None and (args.data / default).exists():
             value = args.data / default

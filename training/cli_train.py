@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import get_args
 
 __all__ = ["add_arguments", "build_config", "run"]
 
@@ -27,12 +28,16 @@ _FIELDS = {
     "secondary_weight": "secondary_weight", "sampling_alpha": "sampling_alpha", "seed": "seed",
     "val_fraction": "val_fraction", "patience": "early_stopping_patience", "num_workers": "num_workers",
     "max_steps_per_epoch": "max_steps_per_epoch", "resume": "resume", "drop_rate": "drop_rate",
-    "drop_path_rate": "drop_path_rate", "monitor": "monitor",
+    "drop_path_rate": "drop_path_rate", "monitor": "monitor", "unlabelled": "unlabelled_dir",
+    "validation": "validation",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``soundscape train`` (all optional when ``--config`` provides them)."""
+    from .config import VALIDATION_SETS
+    from .metrics import Metric
+
     data = parser.add_argument_group("data")
     data.add_argument("--config", type=Path, help="TrainConfig as JSON; flags override its values.")
     data.add_argument("--metadata", type=Path, help="train_metadata.csv.")
@@ -40,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--soundscapes-labels", type=Path, help="soundscape_labels.csv (validation).")
     data.add_argument("--soundscapes-dir", type=Path, help="Folder of the labelled soundscape recordings.")
     data.add_argument("--backgrounds", type=Path, help="Folder of background recordings to mix in.")
+    data.add_argument("--unlabelled", type=Path,
+                      help="Folder of the site's unlabelled recordings (beds of the pseudo-soundscape validation).")
     data.add_argument("--taxonomy", type=Path, help="taxonomy.csv (names of the species).")
     data.add_argument("--out", type=Path, help="Run directory (checkpoints, metrics.csv, curves.png).")
     data.add_argument("--cache-dir", type=Path, help="Decoded-audio cache (None: next to the run).")
@@ -62,8 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--no-augment", action="store_true", help="Switch every augmentation off.")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--seed", type=int)
-    run_group.add_argument("--val-fraction", type=float, help="Held-out focal clips without soundscapes.")
-    run_group.add_argument("--monitor", choices=["macro_roc_auc", "padded_cmap"], help="Early-stopping metric.")
+    run_group.add_argument("--val-fraction", type=float, help="Share of each species' clips held out.")
+    run_group.add_argument("--validation", choices=list(VALIDATION_SETS),
+                           help="Validation set that drives early stopping and checkpoint selection "
+                                "(every available set is logged each epoch).")
+    run_group.add_argument("--monitor", choices=list(get_args(Metric)), help="Early-stopping metric.")
     run_group.add_argument("--patience", type=int, help="Early-stopping patience in epochs.")
     run_group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
     run_group.add_argument("--max-steps-per-epoch", type=int)
@@ -126,7 +136,7 @@ def build_config(args: argparse.Namespace):
     for name in ("metadata", "taxonomy", "soundscapes_labels"):
         if values.get(name) is not None and not Path(values[name]).is_file():
             raise FileNotFoundError(f"{name.replace('_', '-')} file not found: {values[name]}")
-    for name in ("audio_root", "soundscapes_dir", "backgrounds_dir"):
+    for name in ("audio_root", "soundscapes_dir", "backgrounds_dir", "unlabelled_dir"):
         if values.get(name) is not None and not Path(values[name]).is_dir():
             raise FileNotFoundError(f"{name.replace('_', '-')} folder not found: {values[name]}")
     return TrainConfig.model_validate(values)

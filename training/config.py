@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from soundscape.audio import FrontendConfig
 
-__all__ = ["AugmentConfig", "TrainConfig"]
+from .metrics import Metric
+from .pseudo_soundscapes import PseudoSoundscapeConfig
+
+__all__ = ["VALIDATION_SETS", "AugmentConfig", "TrainConfig", "ValidationSet"]
+
+ValidationSet = Literal["pseudo_soundscapes", "clips", "soundscapes"]
+VALIDATION_SETS: tuple[ValidationSet, ...] = ("pseudo_soundscapes", "clips", "soundscapes")
 
 Range = tuple[float, float]
 
@@ -81,9 +87,18 @@ class AugmentConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Everything one training run needs.
 
-    Validation uses the labelled soundscapes when ``soundscapes_labels`` and ``soundscapes_dir`` are
-    given (then every focal clip trains); otherwise ``val_fraction`` of the focal clips of each species
-    is held out (species with a single clip always stay in training).
+    Validation sets (every one that the data allows is scored and logged each epoch; ``validation``
+    names the one that drives early stopping and checkpoint selection):
+
+    - ``pseudo_soundscapes`` (default): held-out clips mixed into field-like beds (the ``unlabelled``
+      recordings when given, else generated noise) at field SNRs with distance and reverberation
+      (:mod:`training.pseudo_soundscapes`); needs no labelled soundscape;
+    - ``clips``: the held-out focal clips themselves (first 5 s of each): easy, unlike the field;
+    - ``soundscapes``: labelled soundscapes (``soundscapes_labels`` + ``soundscapes_dir``); with this
+      choice nothing is held out and every clip trains (the recipe before pseudo-soundscapes).
+
+    Held out (``val_fraction``, see :func:`training.data.holdout_split`): whole clips of species with two or
+    more, the last part of the only clip of the others.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -94,6 +109,8 @@ class TrainConfig(BaseModel):
     soundscapes_labels: Path | None = Field(None, description="soundscape_labels.csv for validation.")
     soundscapes_dir: Path | None = Field(None, description="Folder of <soundscape_id>.<ext> recordings.")
     backgrounds_dir: Path | None = Field(None, description="Background recordings for mixing.")
+    unlabelled_dir: Path | None = Field(
+        None, description="The site's unlabelled recordings: beds of the pseudo-soundscape validation.")
     taxonomy: Path | None = Field(None, description="taxonomy.csv (primary_label, common_name, scientific_name).")
     out_dir: Path = Field(..., description="Run directory: checkpoints, metrics.csv, curves.png, problems.csv.")
     cache_dir: Path | None = Field(None, description="Decoded-audio cache (default: <out_dir>/../.audio_cache).")
@@ -121,8 +138,12 @@ class TrainConfig(BaseModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # run
     seed: int = Field(0)
-    val_fraction: float = Field(0.2, ge=0, lt=1)
-    monitor: Literal["macro_roc_auc", "padded_cmap"] = Field("macro_roc_auc", description="Early-stop metric.")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of each species' clips held out.")
+    validation: ValidationSet = Field("pseudo_soundscapes",
+                                      description="Validation set that drives early stopping and selection.")
+    pseudo: PseudoSoundscapeConfig = Field(default_factory=PseudoSoundscapeConfig,
+                                           description="How pseudo-soundscape windows are made.")
+    monitor: Metric = Field("padded_cmap", description="Early-stopping and selection metric.")
     early_stopping_patience: int | None = Field(5, ge=1, description="Epochs without improvement (None: off).")
     num_workers: int = Field(0, ge=0)
     val_batch_size: int = Field(64, ge=1)
@@ -134,7 +155,16 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if (self.soundscapes_labels is None) != (self.soundscapes_dir is None):
             raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
+        if self.validation == "soundscapes" and self.soundscapes_labels is None:
+            raise ValueError("validation='soundscapes' needs soundscapes_labels and soundscapes_dir")
+        if self.validation != "soundscapes" and self.val_fraction == 0:
+            raise ValueError(f"validation={self.validation!r} needs held-out clips: val_fraction must be > 0")
         return self
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether clips are held out (every validation but labelled soundscapes)."""
+        return self.validation != "soundscapes"
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -8,10 +8,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["METRIC_COLUMNS", "plot_curves", "write_metrics_csv"]
+__all__ = ["METRIC_COLUMNS", "SET_COLUMNS", "plot_curves", "write_metrics_csv"]
 
-METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "macro_roc_auc", "padded_cmap", "lr", "samples_per_s",
-                  "epoch_s")
+from .config import VALIDATION_SETS
+
+# per epoch: the selecting set's val_loss / macro_roc_auc / padded_cmap, then every set's own two metrics
+SET_COLUMNS = tuple(f"{kind}_{metric}" for kind in VALIDATION_SETS for metric in ("padded_cmap", "macro_roc_auc"))
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "macro_roc_auc", "padded_cmap", *SET_COLUMNS, "lr",
+                  "samples_per_s", "epoch_s")
 
 
 def write_metrics_csv(history: Sequence[dict], path: str | os.PathLike) -> Path:
@@ -35,7 +39,8 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = [("loss", ("train_loss", "val_loss")), ("validation", ("macro_roc_auc", "padded_cmap")),
+    panels = [("loss", ("train_loss", "val_loss")),
+              ("padded cmAP per validation set", tuple(f"{kind}_padded_cmap" for kind in VALIDATION_SETS)),
               ("learning rate (end of epoch)", ("lr",))]
     for ax, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:

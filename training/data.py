@@ -20,8 +20,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from soundscape.audio import AudioError, decode
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -46,7 +50,8 @@ __all__ = [
     "read_metadata",
     "read_taxonomy",
     "sampling_weights",
-    "stratified_split",
+    "holdout_split",
+    "load_clips",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,12 +114,23 @@ class Clip:
         primary (str): primary label code.
         secondary (tuple[str, ...]): secondary label codes known to the vocabulary.
         rating (float | None): quality rating, when given.
+        span (tuple[float, float] | None): the part of the file this clip is, seconds (``None``: all of
+            it); a species' only clip is split in two by :func:`holdout_split`.
     """
 
     path: Path
     primary: str
     secondary: tuple[str, ...] = ()
     rating: float | None = None
+    span: tuple[float, float] | None = None
+
+    def samples(self, cache: AudioCache) -> np.ndarray:
+        """The clip's audio (its span only) at the cache's rate."""
+        data = cache.load(self.path)
+        if self.span is None:
+            return data
+        sr = cache.sample_rate
+        return data[int(round(self.span[0] * sr)) : int(round(self.span[1] * sr))]
 
 
 def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
@@ -259,28 +275,58 @@ def make_targets(clips: Sequence[Clip], codes: Sequence[str], secondary_weight: 
     return y
 
 
-def stratified_split(clips: Sequence[Clip], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Hold out ``round(n * val_fraction)`` clips of each species, never the last one.
+HOLDOUT_TAIL = 0.3
 
-    A species with a single clip therefore stays entirely in training.
+
+def _tail_start(samples: np.ndarray, sample_rate: int, tail: float) -> float:
+    """Seconds at which the last ``tail`` of the clip's call activity (1-11 kHz frames) begins."""
+    from soundscape.propagation import active_mask
+
+    active = np.flatnonzero(active_mask(samples, sample_rate))
+    if len(active) < 2:
+        return (1.0 - tail) * len(samples) / sample_rate
+    return float(active[int((1.0 - tail) * (len(active) - 1))]) / sample_rate
+
+
+def holdout_split(clips: Sequence[Clip], val_fraction: float, seed: int, cache: AudioCache, *,
+                  tail: float = HOLDOUT_TAIL) -> tuple[list[Clip], list[Clip]]:
+    """Hold out clips of every species, so each one can be validated.
+
+    A species with ``n >= 2`` clips holds out ``max(1, round(n * val_fraction))`` whole clips (at most
+    ``n - 1``). A species with a single clip is split in time: training keeps the part before the last
+    ``tail`` of its call activity (frames within 20 dB of the loudest, 1-11 kHz), validation gets that last
+    part, so a validation crop is never a training crop. ``val_fraction == 0`` holds out nothing.
 
     Returns:
-        tuple: sorted train indices and sorted validation indices into ``clips``.
+        tuple: training clips and held-out clips (in metadata order; split clips carry their ``span``).
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if val_fraction == 0:
+        return list(clips), []
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[int]] = {}
     for i, clip in enumerate(clips):
         by_label.setdefault(clip.primary, []).append(i)
-    val = []
+    held: set[int] = set()
+    split: dict[int, float] = {}
     for code in sorted(by_label):
         idx = by_label[code]
-        n_val = min(len(idx) - 1, int(round(len(idx) * val_fraction)))
-        if n_val > 0:
-            val.extend(int(i) for i in rng.permutation(idx)[:n_val])
-    val_set = set(val)
-    return [i for i in range(len(clips)) if i not in val_set], sorted(val)
+        if len(idx) == 1:
+            samples = cache.load(clips[idx[0]].path)
+            split[idx[0]] = _tail_start(np.asarray(samples), cache.sample_rate, tail)
+        else:
+            n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
+            held.update(int(i) for i in rng.permutation(idx)[:n_val])
+    train, val = [], []
+    for i, clip in enumerate(clips):
+        if i in split:
+            end = len(cache.load(clip.path)) / cache.sample_rate
+            train.append(replace(clip, span=(0.0, split[i])))
+            val.append(replace(clip, span=(split[i], end)))
+        else:
+            (val if i in held else train).append(clip)
+    return train, val
 
 
 def sampling_weights(clips: Sequence[Clip], alpha: float) -> np.ndarray:
@@ -407,6 +453,20 @@ class AudioCache:
         return [e is None for e in errors]
 
 
+def load_clips(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *,
+               workers: int = 1) -> tuple[list[Clip], dict[str, str]]:
+    """The run's usable clips: metadata read and checked, every file decoded into ``cache``.
+
+    Returns:
+        tuple: the usable clips (metadata order) and the common names found in the metadata.
+    """
+    taxonomy = read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None
+    clips, names = read_metadata(cfg.metadata, cfg.audio_root, problems, taxonomy=taxonomy,
+                                 min_rating=cfg.min_rating)
+    usable = cache.prepare([c.path for c in clips], problems, workers=workers, desc="decoding clips")
+    return [c for c, ok in zip(clips, usable, strict=True) if ok], names
+
+
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:
     """Audio files under ``folder`` (recursively, by extension), sorted."""
     folder = Path(folder)
@@ -470,6 +530,6 @@ class ClipDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        samples = self.cache.load(self.clips[index].path)
+        samples = self.clips[index].samples(self.cache)
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.random_crop else None
         return torch.from_numpy(crop(samples, self.length, rng)), torch.from_numpy(self.targets[index])

@@ -35,8 +35,10 @@ class ValidationData:
         targets (np.ndarray): ``(n_windows, n_codes)`` float32 truth.
         codes (list[str]): column order of ``targets``.
         frontend (FrontendConfig): the front end the windows were cut with.
-        n_soundscapes (int): recordings the windows come from.
+        n_soundscapes (int): recordings the windows come from (0 for sets not cut from recordings).
         problems (dict[str, int]): count per kind of skipped input (unknown codes, missing files...).
+        kind (str): which validation set: ``soundscapes``, ``pseudo_soundscapes`` or ``clips``.
+        detail (str): how it was made, in words (recorded in the model card).
     """
 
     windows: np.ndarray
@@ -45,6 +47,8 @@ class ValidationData:
     frontend: FrontendConfig
     n_soundscapes: int
     problems: dict[str, int] = field(default_factory=dict)
+    kind: str = "soundscapes"
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ def load_validation(labels_csv: str | os.PathLike, soundscapes_dir: str | os.Pat
     data = load_soundscapes(labels_csv, soundscapes_dir, list(codes), frontend, cache, problems)
     problems.log_summary()
     return ValidationData(windows=data.windows, targets=data.targets, codes=list(codes), frontend=frontend,
-                          n_soundscapes=data.n_soundscapes, problems=problems.counts())
+                          n_soundscapes=data.n_soundscapes, problems=problems.counts(), kind="soundscapes",
+                          detail=f"{len(data.windows)} labelled windows of {data.n_soundscapes} soundscapes")
 
 
 def unregistered_model(card: ModelCard, onnx_path: str | os.PathLike) -> VerifiedModel:

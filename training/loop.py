@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from model_store import DataSummary
@@ -39,18 +39,19 @@ from .data import (
     ProblemReport,
     WeightedRankSampler,
     build_labels,
+    holdout_split,
     list_audio_files,
+    load_clips,
     make_targets,
-    read_metadata,
     read_taxonomy,
     sampling_weights,
-    stratified_split,
 )
+from .evaluate import ValidationData
 from .losses import make_loss
 from .metrics import score_all
 from .models import create_model
-from .soundscapes import load_soundscapes
 from .train import TrainResult
+from .validation import validation_sets
 
 __all__ = ["predict", "run_training"]
 
@@ -90,7 +91,7 @@ def _init_distributed() -> _Dist:
 class _Data:
     labels: list[dict[str, str]]
     train: ClipDataset
-    val: Dataset | None
+    val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0
     train_weights: np.ndarray
     summary: DataSummary
     backgrounds: list[np.ndarray]
@@ -98,17 +99,13 @@ class _Data:
 
 
 def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
-    """Read and check the data, fill the decode cache (rank 0 first), split, build the datasets."""
+    """Read and check the data, fill the decode cache (rank 0 first), hold out, build the datasets."""
     problems = ProblemReport()
-    taxonomy = read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None
-    clips, names = read_metadata(cfg.metadata, cfg.audio_root, problems, taxonomy=taxonomy,
-                                 min_rating=cfg.min_rating)
     cache = AudioCache(cfg.resolved_cache_dir, cfg.frontend.sample_rate)
     workers = max(1, cfg.num_workers)
     if not ctx.main:
         ctx.barrier()  # wait for rank 0 to decode; then every file is a cache hit
-    usable = cache.prepare([c.path for c in clips], problems, workers=workers, desc="decoding clips")
-    clips = [c for c, ok in zip(clips, usable, strict=True) if ok]
+    clips, names = load_clips(cfg, cache, problems, workers=workers)
     backgrounds: list[np.ndarray] = []
     if cfg.backgrounds_dir is not None and cfg.augment.background_p > 0:
         files = list_audio_files(cfg.backgrounds_dir)
@@ -121,38 +118,27 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
     if not clips:
         raise ValueError(f"{cfg.metadata}: no usable clip ({len(problems)} problems, e.g. "
                          f"{[p.file for p in problems.problems[:3]]})")
-    labels = build_labels(clips, taxonomy, names)
+    labels = build_labels(clips, read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None, names)
     codes = [label["code"] for label in labels]
-    length = cfg.frontend.window_samples
-
-    val: Dataset | None = None
-    n_soundscapes = 0
-    if cfg.soundscapes_labels is not None:
-        train_clips, val_clips = clips, []
-        if ctx.main:  # only rank 0 validates
-            sc = load_soundscapes(cfg.soundscapes_labels, cfg.soundscapes_dir, codes, cfg.frontend, cache, problems)
-            val = TensorDataset(torch.from_numpy(sc.windows), torch.from_numpy(sc.targets))
-            n_soundscapes = sc.n_soundscapes
-    else:
-        train_idx, val_idx = stratified_split(clips, cfg.val_fraction, cfg.seed)
-        train_clips, val_clips = [clips[i] for i in train_idx], [clips[i] for i in val_idx]
-        if val_clips:
-            val = ClipDataset(val_clips, make_targets(val_clips, codes, cfg.secondary_weight), cache, length,
-                              random_crop=False)
+    train_clips, held_out = (holdout_split(clips, cfg.val_fraction, cfg.seed, cache) if cfg.holds_out
+                             else (clips, []))
+    val_sets = validation_sets(cfg, held_out, codes, cache, problems) if ctx.main else {}  # rank 0 validates
     if ctx.main:
         problems.log_summary()
-    train_ds = ClipDataset(train_clips, make_targets(train_clips, codes, cfg.secondary_weight), cache, length,
-                           random_crop=cfg.train_crop == "random", seed=cfg.seed)
+    train_ds = ClipDataset(train_clips, make_targets(train_clips, codes, cfg.secondary_weight), cache,
+                           cfg.frontend.window_samples, random_crop=cfg.train_crop == "random", seed=cfg.seed)
+    scapes = val_sets.get("soundscapes")
     summary = DataSummary(
-        train_clips=len(train_clips), val_clips=len(val_clips), val_soundscapes=n_soundscapes,
+        train_clips=len(train_clips), val_clips=len(held_out), val_soundscapes=scapes.n_soundscapes if scapes else 0,
         clips_per_label={c: sum(1 for clip in train_clips if clip.primary == c) for c in codes},
         source=str(cfg.metadata), skipped_files=len(problems.files() - {p.file for p in problems.problems
                                                                         if p.kind == "bad_row"}),
     )
     if ctx.main:
-        log.info("data: %d classes, %d training clips, %d validation %s", len(codes), len(train_clips),
-                 len(val) if val is not None else 0, "soundscape windows" if n_soundscapes else "clips")
-    return _Data(labels=labels, train=train_ds, val=val, train_weights=sampling_weights(train_clips,
+        log.info("data: %d classes, %d training clips, %d held out; validation sets: %s (selects: %s)", len(codes),
+                 len(train_clips), len(held_out), "; ".join(f"{k}: {v.detail}" for k, v in val_sets.items()),
+                 cfg.validation)
+    return _Data(labels=labels, train=train_ds, val_sets=val_sets, train_weights=sampling_weights(train_clips,
                  cfg.sampling_alpha), summary=summary, backgrounds=backgrounds, problems=problems)
 
 
@@ -185,15 +171,29 @@ def predict(model: nn.Module, frontend: nn.Module, batches: DataLoader, device: 
 
 def _validate(model: nn.Module, frontend: nn.Module, data: _Data, cfg: TrainConfig, ctx: _Dist,
               ) -> tuple[dict[str, float], dict[str, float]]:
-    if data.val is None:
-        return {}, {}
-    loader = DataLoader(data.val, batch_size=cfg.val_batch_size, shuffle=False, num_workers=cfg.num_workers)
-    probs, targets = predict(model, frontend, loader, ctx.device, amp=cfg.amp)
-    scores = score_all(targets, probs, [label["code"] for label in data.labels])
-    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
-    val_loss = float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
-    metrics = {"val_loss": val_loss, "macro_roc_auc": scores["macro_roc_auc"], "padded_cmap": scores["padded_cmap"]}
-    return metrics, scores["per_species_ap"]
+    """Score every validation set: ``<set>_padded_cmap`` and ``<set>_macro_roc_auc`` for each, and
+    ``val_loss``, ``padded_cmap``, ``macro_roc_auc`` and per-species AP of the selecting set."""
+    metrics: dict[str, float] = {}
+    per_species: dict[str, float] = {}
+    for kind, vd in data.val_sets.items():
+        loader = DataLoader(TensorDataset(torch.from_numpy(vd.windows), torch.from_numpy(vd.targets)),
+                            batch_size=cfg.val_batch_size, shuffle=False)
+        probs, targets = predict(model, frontend, loader, ctx.device, amp=cfg.amp, desc=f"validating {kind}")
+        scores = score_all(targets, probs, vd.codes)
+        metrics[f"{kind}_padded_cmap"] = scores["padded_cmap"]
+        metrics[f"{kind}_macro_roc_auc"] = scores["macro_roc_auc"]
+        if kind == cfg.validation:
+            p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+            metrics["val_loss"] = float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+            metrics["padded_cmap"], metrics["macro_roc_auc"] = scores["padded_cmap"], scores["macro_roc_auc"]
+            per_species = scores["per_species_ap"]
+    return metrics, per_species
+
+
+def _validation_info(cfg: TrainConfig, data: _Data) -> dict[str, Any]:
+    """Which validation selects checkpoints, and how each set was made (for the model card)."""
+    return {"selected_by": cfg.validation if data.val_sets else "none", "monitor": cfg.monitor,
+            "sets": {kind: vd.detail for kind, vd in data.val_sets.items()}}
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -365,9 +365,11 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
         else:
             bad_epochs += 1
         if ctx.main:
-            log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f lr %.2e "
-                     "%.1f samples/s%s", epoch, cfg.epochs, row["train_loss"], row["val_loss"], row["macro_roc_auc"],
-                     row["padded_cmap"], row["lr"], row["samples_per_s"], " (best)" if improved else "")
+            others = ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items() if k.endswith("_padded_cmap"))
+            log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f (%s: %s) "
+                     "lr %.2e %.1f samples/s%s", epoch, cfg.epochs, row["train_loss"], row["val_loss"],
+                     row["macro_roc_auc"], row["padded_cmap"], cfg.validation, others or "no validation",
+                     row["lr"], row["samples_per_s"], " (best)" if improved else "")
         rng_states = _gather({"augment": augmenter.state_dict(), "torch": torch.get_rng_state()}, ctx)
         if ctx.main:
             ckpt = {
@@ -375,6 +377,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
                 "state_dict": model.state_dict(), "labels": data.labels, "frontend": cfg.frontend.model_dump(),
                 "metrics": _finite({**val_metrics, "train_loss": row["train_loss"]}),
                 "per_species_ap": _finite(per_species), "data": data.summary.model_dump(),
+                "validation": _validation_info(cfg, data),
                 "train_config": cfg.model_dump(mode="json"), "epoch": epoch,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "rng": {"ranks": rng_states}, "history": history,

@@ -13,9 +13,14 @@ Targets are binarised as ``y_true > 0`` (a secondary label counts as present).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
-__all__ = ["average_precision", "macro_roc_auc", "padded_cmap", "roc_auc", "score_all"]
+__all__ = ["Metric", "average_precision", "macro_roc_auc", "padded_cmap", "roc_auc", "score_all"]
+
+Metric = Literal["padded_cmap", "macro_roc_auc"]
+"""A model-selection metric: one of :func:`padded_cmap` and :func:`macro_roc_auc`."""
 
 
 def _check(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

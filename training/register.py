@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store import DataSummary, Label, ModelCard, ModelStore, TensorSpec
+from model_store import DataSummary, Label, ModelCard, ModelStore, TensorSpec, ValidationInfo
 from soundscape.audio import Frontend, FrontendConfig
 
 from .evaluate import Evaluation, ValidationData, evaluate_model, load_validation, unregistered_model
@@ -90,6 +90,10 @@ def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, preci
         "checkpoint_metrics": ckpt_metrics,
         **(extra_training or {}),
     }
+    info = ckpt.get("validation") or {}
+    validation = ValidationInfo(selected_by=str(info.get("selected_by", "")), monitor=str(info.get("monitor", "")),
+                                metrics_from=str(info.get("selected_by", "")),  # until publish scores the ONNX file
+                                sets={str(k): str(v) for k, v in (info.get("sets") or {}).items()})
     return ModelCard(
         name=name,
         labels=labels,
@@ -105,6 +109,7 @@ def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, preci
         per_species_ap=per_species_ap if per_species_ap is not None else {
             k: float(v) for k, v in (ckpt.get("per_species_ap") or {}).items() if np.isfinite(v)},
         training=training,
+        validation=validation,
         parent_version=parent_version,
         notes=notes,
     )
@@ -116,12 +121,22 @@ def spread_images(frontend: FrontendConfig, windows: np.ndarray, n: int) -> np.n
     return Frontend(frontend)(windows[idx])[:, None]
 
 
-def _default_validation(ckpt: dict[str, Any]) -> tuple[Path | None, Path | None]:
-    tc = ckpt.get("train_config") or {}
-    labels, folder = tc.get("soundscapes_labels"), tc.get("soundscapes_dir")
-    if labels and folder and Path(labels).is_file() and Path(folder).is_dir():
-        return Path(labels), Path(folder)
-    return None, None
+def _selection_validation(ckpt: dict[str, Any], codes: list[str],
+                          cache_dir: str | os.PathLike | None) -> ValidationData | None:
+    """The validation set that chose the checkpoint, rebuilt from its training config; None when its data
+    is gone. Checkpoints from before pseudo-soundscapes (no ``validation`` entry) used labelled soundscapes."""
+    from .validation import selection_validation
+
+    tc = dict(ckpt.get("train_config") or {})
+    if "validation" not in ckpt:
+        if not (tc.get("soundscapes_labels") and tc.get("soundscapes_dir")):
+            return None
+        tc["validation"] = "soundscapes"
+    try:
+        return selection_validation(tc, codes, cache_dir=cache_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        log.warning("cannot rebuild the checkpoint's validation set (%s): the card keeps its training metrics", exc)
+        return None
 
 
 def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "birds", quantize: bool = False,
@@ -140,7 +155,8 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
         promote (bool): mark the new version as production.
         parent_version (int, optional): recorded in the card.
         soundscapes_labels, soundscapes_dir (path, optional): labelled soundscapes to score on. (Default:
-            the checkpoint's training soundscapes when they still exist)
+            the validation set that selected the checkpoint, rebuilt from its training data when it still
+            exists: pseudo-soundscapes, held-out clips or labelled soundscapes)
         audio (Sequence[path], optional): audio files or folders for the parity check when there are no
             soundscapes. (Default: the checkpoint's ``audio_root``)
         validation (ValidationData, optional): already loaded windows (overrides the soundscape paths).
@@ -164,8 +180,6 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
     ckpt = load_checkpoint(checkpoint)
     frontend = FrontendConfig.model_validate(ckpt["frontend"])
     codes = [lab["code"] for lab in ckpt["labels"]]
-    if soundscapes_labels is None and soundscapes_dir is None and validation is None:
-        soundscapes_labels, soundscapes_dir = _default_validation(ckpt)
     if (soundscapes_labels is None) != (soundscapes_dir is None):
         raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
 
@@ -174,6 +188,8 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
         if validation is None and soundscapes_labels is not None:
             validation = load_validation(soundscapes_labels, soundscapes_dir, codes, frontend,
                                          cache_dir=cache_dir or tmp / "cache")
+        elif validation is None:
+            validation = _selection_validation(ckpt, codes, cache_dir)
         if validation is not None:
             if list(validation.codes) != codes or validation.frontend != frontend:
                 raise ValueError("the validation windows were loaded for other labels or another front end")
@@ -188,8 +204,8 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
                                  "pass audio files or folders (--audio) or labelled soundscapes")
             images = real_images(frontend, sources, export_cfg.parity_windows)
         if quantize and validation is None:
-            raise ValueError("int8 quantization needs labelled soundscapes to check the metric; "
-                             "pass --soundscapes-labels and --soundscapes-dir, or drop --quantize")
+            raise ValueError("int8 quantization needs validation windows to check the metric (the training data "
+                             "is gone); pass --soundscapes-labels and --soundscapes-dir, or drop --quantize")
 
         model = model_from_checkpoint(ckpt)
         fp32_path = tmp / "model.fp32.onnx"
@@ -229,7 +245,9 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
         if evaluation is not None:
             update["metrics"] = evaluation.metrics
             update["per_species_ap"] = evaluation.per_species_ap
-            update["data"] = card.data.model_copy(update={"val_soundscapes": validation.n_soundscapes})
+            update["validation"] = card.validation.model_copy(update={"metrics_from": validation.kind})
+            if validation.kind == "soundscapes":
+                update["data"] = card.data.model_copy(update={"val_soundscapes": validation.n_soundscapes})
         card = card.model_copy(update=update)
         run_dir = checkpoint.parent
         extra_files = {f: run_dir / f for f in RUN_FILES if (run_dir / f).is_file()}

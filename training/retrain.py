@@ -2,12 +2,13 @@
 
 :func:`retrain`:
 
-1. trains a challenger on the given data (:func:`training.train.train`), which must include labelled
-   validation soundscapes;
+1. trains a challenger on the given data (:func:`training.train.train`);
 2. exports, checks and registers the challenger through :func:`training.register.publish`, **always, but
    unpromoted** (so a kept-out challenger stays inspectable: ``soundscape models show birds N``);
 3. scores the production model (champion) and the challenger with the same function
-   (:func:`training.evaluate.evaluate_model`, the serving path) on the same labelled windows;
+   (:func:`training.evaluate.evaluate_model`, the serving path) on the same windows: the labelled
+   soundscapes when given, else one pseudo-soundscape set (held-out clips in field-like beds, see
+   :mod:`training.pseudo_soundscapes`) built once from the challenger's data;
 4. promotes the challenger when ``challenger >= champion + margin`` on ``metric``, or when there is no
    champion yet; otherwise production is left as it is;
 5. writes ``retrain_report.json`` and ``retrain_report.md`` to the report folder.
@@ -34,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import ModelStore, StoreError, StoreErrorCode
 
-from .evaluate import evaluate_model, load_validation
+from .evaluate import ValidationData, evaluate_model, load_validation
+from .metrics import Metric
 from .quantize import QuantizeConfig
 
 __all__ = ["RetrainConfig", "RetrainExit", "RetrainReport", "retrain"]
@@ -62,7 +64,7 @@ class RetrainConfig(BaseModel):
     train: dict = Field(..., description="TrainConfig fields (validated when the run starts).")
     store: Path = Field(..., description="Model store root.")
     name: str = Field("birds", description="Model name in the store.")
-    metric: Literal["macro_roc_auc", "padded_cmap"] = Field("macro_roc_auc", description="Decision metric.")
+    metric: Metric = Field("padded_cmap", description="Decision metric.")
     margin: float = Field(0.005, ge=0, description="The challenger must beat the champion by at least this.")
     quantize: bool = Field(False, description="Try int8 for the challenger (kept only if the metric holds).")
     quantize_tolerance: float = Field(0.01, ge=0, description="Largest metric drop accepted for int8.")
@@ -87,6 +89,8 @@ class RetrainReport:
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     champion_per_species_ap: dict[str, float] = field(default_factory=dict)
     challenger_per_species_ap: dict[str, float] = field(default_factory=dict)
+    validation_set: str = ""
+    validation_detail: str = ""
     validation_windows: int = 0
     validation_soundscapes: int = 0
     run_dir: str | None = None
@@ -114,7 +118,7 @@ class RetrainReport:
             f"- Store: `{self.store}`; production is now v{self.production_version}",
             f"- Champion: v{self.champion_version}; challenger: v{self.challenger_version}",
             f"- Rule: promote when challenger {self.metric} >= champion + {self.margin:g}",
-            f"- Validation: {self.validation_windows} windows from {self.validation_soundscapes} soundscapes",
+            f"- Validation ({self.validation_set}): {self.validation_detail}",
             f"- Run: `{self.run_dir}`; {self.started_at} -> {self.finished_at}",
             "",
             "| metric | champion | challenger |",
@@ -158,11 +162,9 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
         train_cfg = TrainConfig.model_validate(cfg.train)
         report_dir = report_dir or train_cfg.out_dir
         report.run_dir = str(train_cfg.out_dir)
-        if train_cfg.soundscapes_labels is None:
-            raise ValueError("retrain needs labelled validation soundscapes (soundscapes_labels and "
-                             "soundscapes_dir) to compare the challenger with the champion")
-        for p in (train_cfg.soundscapes_labels, train_cfg.soundscapes_dir, train_cfg.metadata, train_cfg.audio_root):
-            if not Path(p).exists():
+        for p in (train_cfg.soundscapes_labels, train_cfg.soundscapes_dir, train_cfg.metadata, train_cfg.audio_root,
+                  train_cfg.unlabelled_dir):
+            if p is not None and not Path(p).exists():
                 raise FileNotFoundError(f"{p} does not exist")
     except (ValueError, FileNotFoundError) as exc:
         return _finish(report, report_dir, "bad_input", RetrainExit.BAD_INPUT, str(exc))
@@ -183,12 +185,15 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
         return _finish(report, report_dir, "failed", RetrainExit.FAILURE, f"training failed: {exc}")
 
     try:
+        from training.checkpoint import load_checkpoint
         from training.register import publish
 
+        codes = [lab["code"] for lab in load_checkpoint(result.best_checkpoint)["labels"]]
+        validation = _comparison_set(train_cfg, codes, train_cfg.frontend)
+        report.validation_set, report.validation_detail = validation.kind, validation.detail
         published = publish(
             result.best_checkpoint, store, name=cfg.name, quantize=cfg.quantize, promote=False,
-            parent_version=report.champion_version, soundscapes_labels=train_cfg.soundscapes_labels,
-            soundscapes_dir=train_cfg.soundscapes_dir, cache_dir=train_cfg.resolved_cache_dir,
+            parent_version=report.champion_version, validation=validation, cache_dir=train_cfg.resolved_cache_dir,
             quantize_cfg=QuantizeConfig(metric=cfg.metric, tolerance=cfg.quantize_tolerance),
             notes="challenger of soundscape retrain",
         )
@@ -205,9 +210,8 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
             return _finish(report, report_dir, "promoted", RetrainExit.PROMOTED,
                            f"no production model yet: v{challenger.version} promoted", store)
         data = published.validation
-        if champion.card.frontend != data.frontend:  # score the champion on its own windows of the same rows
-            data = load_validation(train_cfg.soundscapes_labels, train_cfg.soundscapes_dir, data.codes,
-                                   champion.card.frontend, cache_dir=train_cfg.resolved_cache_dir)
+        if champion.card.frontend != data.frontend:  # score the champion on its own windows of the same data
+            data = _comparison_set(train_cfg, data.codes, champion.card.frontend)
         champ_eval = evaluate_model(champion, data, desc="scoring champion")
         report.champion_metrics = champ_eval.metrics
         report.champion_per_species_ap = champ_eval.per_species_ap
@@ -225,6 +229,17 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
     except Exception as exc:
         log.exception("retrain failed after training")
         return _finish(report, report_dir, "failed", RetrainExit.FAILURE, f"{type(exc).__name__}: {exc}", store)
+
+
+def _comparison_set(train_cfg, codes: list[str], frontend) -> ValidationData:
+    """The windows both models are scored on: labelled soundscapes when given, else pseudo-soundscapes."""
+    if train_cfg.soundscapes_labels is not None:
+        return load_validation(train_cfg.soundscapes_labels, train_cfg.soundscapes_dir, codes, frontend,
+                               cache_dir=train_cfg.resolved_cache_dir)
+    from training.validation import selection_validation
+
+    pseudo = train_cfg.model_copy(update={"validation": "pseudo_soundscapes", "frontend": frontend})
+    return selection_validation(pseudo, codes)
 
 
 def _load_champion(store: ModelStore, name: str):

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from tests.utils.models import tiny_frontend
 from training import AugmentConfig, TrainConfig
+from training.pseudo_soundscapes import PseudoSoundscapeConfig
 
 # code -> (call frequency Hz, clips); 'houspa' has a single clip.
 SPECIES = {"amered": (1200.0, 6), "bkcchi": (2500.0, 4), "comrav": (4000.0, 3), "houspa": (6000.0, 1)}
@@ -93,7 +94,7 @@ def fast_config(data: Path, out: Path, **overrides) -> TrainConfig:
         out_dir=out, cache_dir=out.parent / f"{out.name}-cache", arch="test_efficientnet", pretrained=False,
         frontend=tiny_frontend(), epochs=1, batch_size=4, lr=1e-3, warmup_epochs=0.5, max_steps_per_epoch=2,
         val_batch_size=8, augment=AugmentConfig(), backgrounds_dir=data / "backgrounds",
-        early_stopping_patience=None,
+        early_stopping_patience=None, pseudo=PseudoSoundscapeConfig(n_windows=24),
     )
     params.update(overrides)
     return TrainConfig(**params)

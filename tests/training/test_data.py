@@ -15,11 +15,11 @@ from training.data import (
     WeightedRankSampler,
     build_labels,
     crop,
+    holdout_split,
     make_targets,
     read_metadata,
     read_taxonomy,
     sampling_weights,
-    stratified_split,
 )
 
 RATE = 16000
@@ -102,15 +102,29 @@ def test_crops_random_deterministic_and_padded(clips_and_problems, tmp_path):
     assert not np.array_equal(a.numpy(), ds[0][0].numpy())  # a new crop each epoch
 
 
-def test_split_is_stratified_and_keeps_singletons(clips_and_problems):
-    clips = clips_and_problems[0]
-    train_idx, val_idx = stratified_split(clips, 0.34, seed=0)
-    assert sorted(train_idx + val_idx) == list(range(len(clips)))
-    val_labels = Counter(clips[i].primary for i in val_idx)
-    assert "houspa" not in val_labels  # the single-clip species stays in training
-    # round(n * 0.34) per species: amered 6 -> 2, bkcchi 5 (incl. broken.wav) -> 2, comrav 3 -> 1
-    assert (val_labels["amered"], val_labels["bkcchi"], val_labels["comrav"]) == (2, 2, 1)
-    assert stratified_split(clips, 0.34, seed=0) == (train_idx, val_idx)
+def test_holdout_split_holds_out_every_species_and_splits_a_single_clip_in_time(clips_and_problems, tmp_path):
+    clips = [c for c in clips_and_problems[0] if not c.path.name.startswith("broken")]
+    cache = AudioCache(tmp_path / "c", RATE)
+    train, val = holdout_split(clips, 0.34, seed=0, cache=cache)
+    val_labels = Counter(c.primary for c in val)
+    # max(1, round(n * 0.34)) whole clips: amered 6 -> 2, bkcchi 4 -> 1, comrav 3 -> 1; houspa's one clip split
+    assert (val_labels["amered"], val_labels["bkcchi"], val_labels["comrav"], val_labels["houspa"]) == (2, 1, 1, 1)
+    whole = [c for c in train + val if c.span is None]
+    assert sorted(str(c.path) for c in whole) == sorted(str(c.path) for c in clips if c.primary != "houspa")
+    (t,), (v,) = [c for c in train if c.primary == "houspa"], [c for c in val if c.primary == "houspa"]
+    n = len(cache.load(t.path))
+    assert t.span[0] == 0.0 and t.span[1] == v.span[0] and v.span[1] == pytest.approx(n / RATE)
+    assert 0.3 * n / RATE < t.span[1] < 0.95 * n / RATE  # the held-out end is a real part of the clip
+    # a training crop of the split clip never reaches into the held-out end
+    held = cache.load(v.path)[int(round(v.span[0] * RATE)):]
+    ds = ClipDataset([t], np.zeros((1, 1), np.float32), cache, RATE, seed=0)
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        crop_ = ds[0][0].numpy()
+        assert len(t.samples(cache)) == int(round(t.span[1] * RATE))
+        assert not any(np.array_equal(crop_[:64], held[i:i + 64]) for i in range(0, len(held) - 64, 97))
+    assert holdout_split(clips, 0.34, seed=0, cache=cache) == (train, val)  # deterministic
+    assert holdout_split(clips, 0.0, seed=0, cache=cache) == (clips, [])
 
 
 def test_sampling_weights_and_rank_sharding(clips_and_problems):

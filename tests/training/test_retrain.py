@@ -66,9 +66,29 @@ def test_retrain_cli_exit_codes(tiny_data, scapes, tmp_path):
     cfg.write_text(fast_config(tiny_data, tmp_path / "unused", augment={"pitch_p": 0.0, "speed_p": 0.0})
                    .model_dump_json(exclude={"out_dir"}))
     base = ["retrain", "--config", str(cfg), "--out-dir", str(tmp_path / "run"), "--store", str(tmp_path / "store")]
-    # no validation soundscapes: bad input, nothing registered
-    assert main([*base]) == RetrainExit.BAD_INPUT
+    # a missing data folder: bad input, nothing registered
+    assert main([*base, "--unlabelled", str(tmp_path / "no_such_folder")]) == RetrainExit.BAD_INPUT
     assert ModelStore(tmp_path / "store").versions("birds") == []
     assert json.loads((tmp_path / "run" / "retrain_report.json").read_text())["decision"] == "bad_input"
     rc = main([*base, "--soundscapes-labels", str(labels), "--soundscapes-dir", str(folder)])
     assert rc == RetrainExit.PROMOTED and ModelStore(tmp_path / "store").production("birds") == 1
+    report = json.loads((tmp_path / "run" / "retrain_report.json").read_text())
+    assert report["validation_set"] == "soundscapes"
+
+
+def test_retrain_without_labelled_soundscapes_scores_both_models_on_one_pseudo_soundscape_set(tiny_data, tmp_path):
+    store = ModelStore(tmp_path / "store")
+    train = fast_config(tiny_data, tmp_path / "first", augment={"pitch_p": 0.0, "speed_p": 0.0})
+    first = retrain(RetrainConfig(train=train.model_dump(), store=store.root, margin=0.0))
+    assert first.decision == "promoted" and first.validation_set == "pseudo_soundscapes"
+    assert first.validation_windows == 24 and "generated noise" in first.validation_detail
+    card = store.load("birds").card
+    assert card.validation.selected_by == card.validation.metrics_from == "pseudo_soundscapes"
+    assert card.metrics["padded_cmap"] == first.challenger_metrics["padded_cmap"]
+    # the same data and seed again: the same pseudo-soundscape windows, so both models score exactly alike
+    again = retrain(RetrainConfig(train={**train.model_dump(), "out_dir": tmp_path / "second"}, store=store.root,
+                                  margin=0.0))
+    assert again.validation_windows == 24
+    assert again.champion_metrics == pytest.approx(first.challenger_metrics)
+    assert again.challenger_metrics == pytest.approx(again.champion_metrics)  # same seed, same weights
+    assert again.decision == "promoted" and store.production("birds") == 2  # margin 0: a tie promotes

@@ -42,14 +42,46 @@ def test_run_with_soundscape_validation_writes_everything(tiny_data, tmp_path):
     model.load_state_dict(ckpt["state_dict"])  # B's export path
 
 
-def test_heldout_clip_validation_focal_loss_and_no_augmentation(tiny_data, tmp_path):
+def test_every_validation_set_is_logged_and_pseudo_soundscapes_select(tiny_data, tmp_path):
     cfg = fast_config(tiny_data, tmp_path / "run", loss="focal", augment=AugmentConfig.off(), sampling_alpha=0.0,
-                      val_fraction=0.34)
+                      val_fraction=0.34, soundscapes_labels=tiny_data / "soundscape_labels.csv",
+                      soundscapes_dir=tiny_data / "soundscapes")
     result = train(cfg)
     ckpt = load_checkpoint(result.best_checkpoint)
-    # round(n * 0.34) of the usable clips: amered 6 -> 2, bkcchi 4 -> 1, comrav 3 -> 1, houspa 1 -> 0
-    assert ckpt["data"]["val_clips"] == 4 and ckpt["data"]["val_soundscapes"] == 0
-    assert 0.0 <= result.metrics["macro_roc_auc"] <= 1.0
+    # max(1, round(n * 0.34)) whole clips: amered 6 -> 2, bkcchi 4 -> 1, comrav 3 -> 1, + houspa's one clip's end
+    assert ckpt["data"]["val_clips"] == 5 and ckpt["data"]["val_soundscapes"] == 1
+    row = result.history[0]
+    for kind in ("pseudo_soundscapes", "clips", "soundscapes"):
+        assert 0.0 < row[f"{kind}_padded_cmap"] <= 1.0 and 0.0 <= row[f"{kind}_macro_roc_auc"] <= 1.0
+    assert row["padded_cmap"] == row["pseudo_soundscapes_padded_cmap"]  # the selecting set
+    assert row["padded_cmap"] != row["clips_padded_cmap"] or row["padded_cmap"] != row["soundscapes_padded_cmap"]
+    info = ckpt["validation"]
+    assert info["selected_by"] == "pseudo_soundscapes" and info["monitor"] == "padded_cmap"
+    assert set(info["sets"]) == {"pseudo_soundscapes", "clips", "soundscapes"}
+    pseudo = info["sets"]["pseudo_soundscapes"]
+    assert "24 windows" in pseudo and "generated noise" in pseudo
+    with open(result.run_dir / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert {"pseudo_soundscapes_padded_cmap", "clips_padded_cmap", "soundscapes_padded_cmap"} <= set(header)
+
+
+def test_early_stopping_and_best_checkpoint_follow_the_pseudo_soundscapes(tiny_data, tmp_path):
+    cfg = fast_config(tiny_data, tmp_path / "run", epochs=8, lr=3e-2, warmup_epochs=0, max_steps_per_epoch=1,
+                      early_stopping_patience=2, soundscapes_labels=tiny_data / "soundscape_labels.csv",
+                      soundscapes_dir=tiny_data / "soundscapes")
+    result = train(cfg)
+    pseudo = [h["pseudo_soundscapes_padded_cmap"] for h in result.history]
+    best_so_far, bad, stop = -1.0, 0, None
+    for i, value in enumerate(pseudo):  # the rule, replayed on the logged pseudo-soundscape metric alone
+        best_so_far, bad = (value, 0) if value > best_so_far else (best_so_far, bad + 1)
+        if bad >= 2:
+            stop = i
+            break
+    assert stop is not None, f"never stopped early: {pseudo}"
+    assert len(result.history) == stop + 1
+    best_epoch = result.history[max(range(len(pseudo)), key=lambda i: (pseudo[i], -i))]["epoch"]
+    assert load_checkpoint(result.best_checkpoint)["epoch"] == best_epoch
+    assert result.metrics["padded_cmap"] == pytest.approx(max(pseudo))
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_path):

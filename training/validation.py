@@ -1,0 +1,123 @@
+"""The validation sets of a run: pseudo-soundscapes, held-out clips and labelled soundscapes.
+
+:func:`validation_sets` builds every set the data allows, in one label space and at the front end's rate,
+as :class:`~training.evaluate.ValidationData`; the training loop scores all of them each epoch and selects
+checkpoints on ``cfg.validation``. :func:`selection_validation` rebuilds, from a checkpoint's training
+config alone, the set that chose it, so export (``publish``) and ``retrain`` score ONNX files on the same
+footing as training did. Every set is a pure function of the data and the seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainConfig
+from .data import AudioCache, Clip, ProblemReport, crop, holdout_split, list_audio_files, load_clips, make_targets
+from .evaluate import ValidationData
+from .pseudo_soundscapes import bed_windows, build_pseudo_soundscapes, generated_beds
+from .soundscapes import load_soundscapes
+
+__all__ = ["MAX_BED_RECORDINGS", "clip_validation", "pseudo_validation", "selection_validation",
+           "soundscape_validation", "validation_sets"]
+
+log = logging.getLogger(__name__)
+
+MAX_BED_RECORDINGS = 64
+GENERATED_BEDS = 64
+
+
+def clip_validation(held_out: Sequence[Clip], codes: Sequence[str], cfg: TrainConfig,
+                    cache: AudioCache) -> ValidationData:
+    """The first window of each held-out clip (or held-out part), with its primary and secondary labels."""
+    length = cfg.frontend.window_samples
+    windows = np.stack([crop(c.samples(cache), length, None) for c in held_out])
+    return ValidationData(windows=windows, targets=make_targets(held_out, codes, cfg.secondary_weight),
+                          codes=list(codes), frontend=cfg.frontend, n_soundscapes=0, kind="clips",
+                          detail=f"first {cfg.frontend.window_s:g} s of {len(held_out)} held-out clips")
+
+
+def _beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport) -> tuple[np.ndarray, str]:
+    fe = cfg.frontend
+    if cfg.unlabelled_dir is not None:
+        files = list_audio_files(cfg.unlabelled_dir)
+        if len(files) > MAX_BED_RECORDINGS:  # evenly spread over the folder's (sorted) recordings
+            files = [files[int(i)] for i in np.linspace(0, len(files) - 1, MAX_BED_RECORDINGS).round()]
+        ok = cache.prepare(files, problems, desc="decoding unlabelled beds")
+        recordings = [np.asarray(cache.load(f)) for f, good in zip(files, ok, strict=True) if good]
+        beds = bed_windows(recordings, fe.sample_rate, fe.window_samples, cfg.pseudo.bed_quiet_fraction)
+        if len(beds):
+            return beds, f"unlabelled ({len(beds)} quietest windows of {len(recordings)} recordings)"
+        log.warning("no unlabelled recording in %s holds a whole window: generated beds instead", cfg.unlabelled_dir)
+    rng = np.random.default_rng([cfg.seed, cfg.pseudo.seed, 104729])
+    return generated_beds(GENERATED_BEDS, fe.sample_rate, fe.window_samples, rng), "generated noise"
+
+
+def pseudo_validation(held_out: Sequence[Clip], codes: Sequence[str], cfg: TrainConfig, cache: AudioCache,
+                      problems: ProblemReport) -> ValidationData:
+    """Held-out clips mixed into field-like beds (see :mod:`training.pseudo_soundscapes`)."""
+    index = {c: i for i, c in enumerate(codes)}
+    sources = [np.asarray(c.samples(cache)) for c in held_out]
+    beds, where = _beds(cfg, cache, problems)
+    built = build_pseudo_soundscapes(sources, [index[c.primary] for c in held_out], len(codes), beds,
+                                     cfg.frontend.sample_rate, cfg.frontend.window_samples, cfg.pseudo,
+                                     seed=cfg.seed, beds_kind="unlabelled" if where.startswith("unl") else "generated")
+    missing = sorted(set(codes) - {c.primary for c in held_out})
+    if missing:
+        log.warning("no held-out audio for %s: they never occur in the pseudo-soundscapes", missing)
+    return ValidationData(windows=built.windows, targets=built.targets, codes=list(codes), frontend=cfg.frontend,
+                          n_soundscapes=0, kind="pseudo_soundscapes",
+                          detail=f"{len(built.windows)} windows, {len(built.placements)} calls from "
+                                 f"{len(held_out)} held-out clips on {where} beds")
+
+
+def soundscape_validation(cfg: TrainConfig, codes: Sequence[str], cache: AudioCache,
+                          problems: ProblemReport) -> ValidationData:
+    """The labelled soundscapes' windows (the service's windowing)."""
+    sc = load_soundscapes(cfg.soundscapes_labels, cfg.soundscapes_dir, codes, cfg.frontend, cache, problems)
+    return ValidationData(windows=sc.windows, targets=sc.targets, codes=list(codes), frontend=cfg.frontend,
+                          n_soundscapes=sc.n_soundscapes, kind="soundscapes",
+                          detail=f"{len(sc)} labelled windows of {sc.n_soundscapes} soundscapes")
+
+
+def validation_sets(cfg: TrainConfig, held_out: Sequence[Clip], codes: Sequence[str], cache: AudioCache,
+                    problems: ProblemReport) -> dict[str, ValidationData]:
+    """Every validation set the data allows, the selecting one (``cfg.validation``) first."""
+    sets: dict[str, ValidationData] = {}
+    if held_out:
+        sets["pseudo_soundscapes"] = pseudo_validation(held_out, codes, cfg, cache, problems)
+        sets["clips"] = clip_validation(held_out, codes, cfg, cache)
+    if cfg.soundscapes_labels is not None:
+        sets["soundscapes"] = soundscape_validation(cfg, codes, cache, problems)
+    if cfg.validation not in sets:
+        raise ValueError(f"validation={cfg.validation!r} has no data (held-out clips: {len(held_out)})")
+    return {cfg.validation: sets[cfg.validation], **{k: v for k, v in sets.items() if k != cfg.validation}}
+
+
+def selection_validation(train_config: TrainConfig | dict, codes: Sequence[str], *,
+                         cache_dir: str | Path | None = None) -> ValidationData:
+    """Rebuild the validation set that selected a run's checkpoint, from its training config.
+
+    Args:
+        train_config (TrainConfig | dict): the run's config (a checkpoint's ``train_config``).
+        codes (Sequence[str]): the checkpoint's label codes (the set's columns).
+        cache_dir (path, optional): decoded-audio cache. (Default: the run's)
+
+    Raises:
+        FileNotFoundError: the run's data is gone.
+        ValueError: the data no longer gives a usable set.
+    """
+    cfg = TrainConfig.model_validate(train_config)
+    cache = AudioCache(cache_dir or cfg.resolved_cache_dir, cfg.frontend.sample_rate)
+    problems = ProblemReport()
+    if cfg.validation == "soundscapes":
+        return soundscape_validation(cfg, codes, cache, problems)
+    clips, _ = load_clips(cfg, cache, problems)
+    _, held_out = holdout_split(clips, cfg.val_fraction, cfg.seed, cache)
+    held_out = [c for c in held_out if c.primary in set(codes)]
+    if cfg.validation == "clips":
+        return clip_validation(held_out, codes, cfg, cache)
+    return pseudo_validation(held_out, codes, cfg, cache, problems)
