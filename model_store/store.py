@@ -117,6 +117,11 @@ def render_readme(card: ModelCard) -> str:
         "",
         *(f"- {k}: {v:.4f}" for k, v in sorted(card.metrics.items())),
         "",
+        f"Computed on: {card.validation.metrics_from or 'unknown'}; checkpoint chosen by: "
+        f"{card.validation.selected_by or 'unknown'} ({card.validation.monitor or '-'}).",
+        *(f"- {kind}: {how}" for kind, how in card.validation.sets.items()),
+        *(["", card.notes] if card.notes else []),
+        "",
         "## Labels",
         "",
         "| code | common name |",

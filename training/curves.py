@@ -15,7 +15,7 @@ from .config import VALIDATION_SETS
 # per epoch: the selecting set's val_loss / macro_roc_auc / padded_cmap, then every set's own two metrics
 SET_COLUMNS = tuple(f"{kind}_{metric}" for kind in VALIDATION_SETS for metric in ("padded_cmap", "macro_roc_auc"))
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "macro_roc_auc", "padded_cmap", *SET_COLUMNS, "lr",
-                  "samples_per_s", "epoch_s")
+                  "samples", "samples_per_s", "epoch_s")
 
 
 def write_metrics_csv(history: Sequence[dict], path: str | os.PathLike) -> Path:

@@ -351,7 +351,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
         totals = _gather((seen, loss_sum), ctx)
         seen_all = sum(s for s, _ in totals)
         row = {"epoch": epoch, "train_loss": sum(v for _, v in totals) / max(1, seen_all),
-               "lr": scheduler.get_last_lr()[0], "samples_per_s": seen_all / elapsed if elapsed else 0.0}
+               "lr": scheduler.get_last_lr()[0], "samples": seen_all,
+               "samples_per_s": seen_all / elapsed if elapsed else 0.0}
         val_metrics, per_species = _validate(model, frontend, data, cfg, ctx) if ctx.main else ({}, {})
         val_metrics = _broadcast(val_metrics, ctx)
         row.update({"val_loss": math.nan, "macro_roc_auc": math.nan, "padded_cmap": math.nan}, **val_metrics)

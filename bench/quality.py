@@ -1,0 +1,301 @@
+"""The field yardstick: train recipes on focal clips as a user would, serve them, score the field soundscapes.
+
+For each recipe and training seed, on the ``field`` profile of the demo data (:mod:`soundscape.demo`):
+
+1. ``soundscape``'s trainer fine-tunes ``tf_efficientnet_lite0`` (ImageNet weights) on the focal clips, with
+   **no soundscape labels for training or selection**: early stopping and checkpoint selection run on the
+   pseudo-soundscape validation (held-out clips in beds cut from the site's ``unlabelled/`` recordings).
+   The labelled soundscapes are only *logged* each epoch, to measure how well each validation set tracks
+   them (``tracking`` below);
+2. the selected checkpoint is exported to ONNX (fp32) and registered in a fresh store (``publish``);
+3. a real ``soundscape serve`` process serves it on 127.0.0.1 and every labelled field soundscape is POSTed
+   to ``/v1/predict``; the JSON answers are scored against ``soundscape_labels.csv``.
+
+Reported per run and as the mean over seeds: macro ROC-AUC, padded cmAP, rare-species AP (mean AP of the
+species with exactly one training clip), micro F1 at 0.5, per-species AP, training time and samples seen;
+plus a random-scores row. ``tracking``: for each validation set (pseudo-soundscapes, held-out clips), the
+largest and mean absolute difference between its padded cmAP and the labelled soundscapes' across the
+epochs of a run, and the Spearman rank correlation of the two over the epochs.
+
+Recipes (``--recipes``):
+
+- ``plain``: no augmentation, uniform sampling, no background mixing (the seed tutorial's recipe);
+- ``today``: the default ``TrainConfig`` recipe before field-robust training (waveform and spectrogram
+  augmentation, mixup/cutmix, count^-0.5 sampling, mixing the call-free ``backgrounds/``).
+
+Usage (one command; about 25 minutes on a 2-core CPU with the defaults; ``--epochs``/``--seeds`` for more)::
+
+    .venv/bin/python bench/quality.py                        # writes bench/results/quality.{json,md}
+    .venv/bin/python bench/quality.py --epochs 30 --seeds 0 1 --num-workers 8     # a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+METRICS = ("padded_cmap", "macro_roc_auc", "rare_species_ap", "micro_f1_at_0_5")
+RECIPES = ("plain", "today")
+log = logging.getLogger("bench.quality")
+
+
+def recipe_fields(name: str, data: Path) -> dict:
+    """TrainConfig fields that make a recipe (everything else is shared)."""
+    from training import AugmentConfig
+
+    if name == "plain":
+        return {"augment": AugmentConfig.off().model_dump(), "sampling_alpha": 0.0}
+    if name == "today":
+        return {"augment": AugmentConfig().model_dump(), "sampling_alpha": 0.5, "backgrounds_dir": data / "backgrounds"}
+    raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
+
+
+def read_labels(data: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """Labelled windows (row_id -> species) and clips per species."""
+    with open(data / "soundscape_labels.csv", newline="") as f:
+        windows = {r["row_id"]: set(r["birds"].split()) - {"nocall"} for r in csv.DictReader(f)}
+    counts: dict[str, int] = {}
+    with open(data / "train_metadata.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            counts[r["primary_label"]] = counts.get(r["primary_label"], 0) + 1
+    return windows, counts
+
+
+def train_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
+    from training import TrainConfig, train
+
+    cfg = TrainConfig(
+        metadata=data / "train_metadata.csv", audio_root=data / "train_audio", taxonomy=data / "taxonomy.csv",
+        unlabelled_dir=data / "unlabelled", soundscapes_labels=data / "soundscape_labels.csv",
+        soundscapes_dir=data / "soundscapes", validation="pseudo_soundscapes",  # labelled: logged, never selects
+        out_dir=work / f"{recipe}-seed{seed}", cache_dir=work / "cache", epochs=args.epochs,
+        batch_size=args.batch_size, seed=seed, max_steps_per_epoch=args.max_steps_per_epoch,
+        num_workers=args.num_workers, **recipe_fields(recipe, data))
+    shutil.rmtree(cfg.out_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    result = train(cfg)
+    seconds = time.perf_counter() - t0
+    return result.best_checkpoint, {"train_seconds": seconds, "epochs_run": len(result.history),
+                                    "samples_seen": int(sum(h["samples"] for h in result.history)),
+                                    "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])),
+                                    "history": result.history}
+
+
+def serve_and_predict(store: Path, data: Path, work: Path) -> dict[str, dict[str, float]]:
+    """POST every labelled soundscape to a real ``soundscape serve``; row_id -> {code: probability}."""
+    import httpx
+
+    sys.path.insert(0, str(ROOT))
+    from tests.utils.server import Server
+
+    server = Server(work, store)
+    try:
+        rows: dict[str, dict[str, float]] = {}
+        for path in sorted((data / "soundscapes").iterdir()):
+            with open(path, "rb") as f:
+                r = server.client.post("/v1/predict", files={"file": (path.name, f, "audio/ogg")}, timeout=120)
+            if r.status_code != 200:
+                raise RuntimeError(f"{path.name}: HTTP {r.status_code} {r.text[:300]}")
+            for w in r.json()["windows"]:
+                rows[w["row_id"]] = w["probabilities"]
+        return rows
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"service error: {exc}\n{server.log()}") from exc
+    finally:
+        server.stop()
+
+
+def score(windows: dict[str, set[str]], probs: dict[str, dict[str, float]], codes: list[str],
+          rare: list[str]) -> dict:
+    """Field metrics of per-window probabilities against the labels (codes: the model's species)."""
+    from training.metrics import average_precision, score_all
+
+    ids = sorted(windows)
+    missing = [i for i in ids if i not in probs]
+    if missing:
+        raise RuntimeError(f"{len(missing)} labelled windows got no prediction, e.g. {missing[:3]}")
+    truth = np.array([[c in windows[i] for c in codes] for i in ids], dtype=np.float32)
+    scores = np.array([[probs[i].get(c, 0.0) for c in codes] for i in ids], dtype=np.float32)
+    result = score_all(truth, scores, codes)
+    pred = scores >= 0.5
+    tp, fp, fn = (pred & (truth > 0)).sum(), (pred & (truth == 0)).sum(), (~pred & (truth > 0)).sum()
+    rare_aps = [average_precision(truth[:, codes.index(c)], scores[:, codes.index(c)]) for c in rare
+                if truth[:, codes.index(c)].any()]
+    return {"padded_cmap": result["padded_cmap"], "macro_roc_auc": result["macro_roc_auc"],
+            "rare_species_ap": float(np.mean(rare_aps)) if rare_aps else float("nan"),
+            "micro_f1_at_0_5": float(2 * tp / max(1, 2 * tp + fp + fn)),
+            "per_species_ap": {k: float(v) for k, v in result["per_species_ap"].items()}, "windows": len(ids)}
+
+
+def tracking(history: list[dict]) -> dict:
+    """How each validation set's padded cmAP follows the labelled soundscapes' across the epochs."""
+    from scipy.stats import spearmanr
+
+    truth = np.array([h["soundscapes_padded_cmap"] for h in history], dtype=float)
+    out = {}
+    for kind in ("pseudo_soundscapes", "clips"):
+        values = np.array([h.get(f"{kind}_padded_cmap", np.nan) for h in history], dtype=float)
+        diff = np.abs(values - truth)
+        rho = spearmanr(values, truth).statistic if len(values) > 2 and np.ptp(truth) > 0 else float("nan")
+        out[kind] = {"max_abs_diff": float(np.nanmax(diff)), "mean_abs_diff": float(np.nanmean(diff)),
+                     "spearman": float(rho), "values": values.round(4).tolist()}
+    out["soundscapes"] = {"values": truth.round(4).tolist()}
+    return out
+
+
+def random_row(windows: dict[str, set[str]], codes: list[str], rare: list[str], draws: int = 20) -> dict:
+    rng = np.random.default_rng(0)
+    rows = [score(windows, {i: {c: float(rng.random()) for c in codes} for i in windows}, codes, rare)
+            for _ in range(draws)]
+    return {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+
+
+def one_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Namespace,
+            windows: dict[str, set[str]], rare: list[str]) -> dict:
+    from model_store import ModelStore
+    from training.register import publish
+
+    best, info = train_run(recipe, seed, data, work, args)
+    store = ModelStore(work / f"store-{recipe}-seed{seed}")
+    shutil.rmtree(store.root, ignore_errors=True)
+    card = publish(best, store, promote=True, notes=f"bench/quality.py {recipe} seed {seed}").card
+    probs = serve_and_predict(store.root, data, work)
+    row = score(windows, probs, card.codes, rare)
+    row.update(recipe=recipe, seed=seed, selected_epoch=card.training.get("epoch"),
+               selected_by=card.validation.selected_by, tracking=tracking(info["history"]),
+               **{k: v for k, v in info.items() if k != "history"}, history=info["history"])
+    log.info("%s seed %d: %s", recipe, seed, {m: round(row[m], 4) for m in METRICS})
+    return row
+
+
+def summarise(runs: list[dict]) -> dict:
+    out = {}
+    for recipe in dict.fromkeys(r["recipe"] for r in runs):
+        mine = [r for r in runs if r["recipe"] == recipe]
+        out[recipe] = {m: float(np.mean([r[m] for r in mine])) for m in METRICS}
+        out[recipe].update(seeds=[r["seed"] for r in mine],
+                           train_minutes=float(np.mean([r["train_seconds"] for r in mine]) / 60),
+                           samples_seen=float(np.mean([r["samples_seen"] for r in mine])),
+                           samples_per_s=float(np.mean([r["samples_per_s"] for r in mine])),
+                           pseudo_tracking_max_abs_diff=max(r["tracking"]["pseudo_soundscapes"]["max_abs_diff"]
+                                                            for r in mine),
+                           pseudo_tracking_spearman_min=min(r["tracking"]["pseudo_soundscapes"]["spearman"]
+                                                            for r in mine),
+                           clips_tracking_max_abs_diff=max(r["tracking"]["clips"]["max_abs_diff"] for r in mine),
+                           clips_tracking_spearman_min=min(r["tracking"]["clips"]["spearman"] for r in mine))
+    return out
+
+
+def markdown(results: dict) -> str:
+    s, summary = results["settings"], results["summary"]
+    lines = [f"# Field yardstick (`bench/quality.py`), {results['finished_at']}", "",
+             f"`field` profile, size `{s['size']}`, data seed {s['data_seed']}; training seeds {s['seeds']}; "
+             f"{s['epochs']} epochs max (early stopping on the pseudo-soundscape padded cmAP); "
+             f"{results['windows']} labelled field windows scored through `soundscape serve` over HTTP. "
+             "**No soundscape label was used for training or selection.** Rare species (one clip each): "
+             f"{', '.join(results['rare_species'])}. Load average {results['loadavg_start']} at the start, "
+             f"{results['loadavg_end']} at the end ({'idle' if results['idle'] else 'not idle'}).", "",
+             "| recipe | padded cmAP | macro ROC-AUC | rare-species AP | micro F1 @0.5 | train time (min) "
+             "| samples seen | samples/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for recipe, r in summary.items():
+        lines.append(f"| {recipe} | {r['padded_cmap']:.4f} | {r['macro_roc_auc']:.4f} | {r['rare_species_ap']:.4f} "
+                     f"| {r['micro_f1_at_0_5']:.4f} | {r['train_minutes']:.1f} | {r['samples_seen']:.0f} "
+                     f"| {r['samples_per_s']:.1f} |")
+    rnd = results["random"]
+    lines.append(f"| random scores | {rnd['padded_cmap']:.4f} | {rnd['macro_roc_auc']:.4f} | "
+                 f"{rnd['rare_species_ap']:.4f} | {rnd['micro_f1_at_0_5']:.4f} | | | |")
+    lines += ["", "## Does the validation track the field? (padded cmAP per epoch vs the labelled soundscapes)", "",
+              "| run | set | max abs diff | mean abs diff | Spearman over epochs | values per epoch |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in results["runs"]:
+        t = r["tracking"]
+        for kind in ("pseudo_soundscapes", "clips"):
+            lines.append(f"| {r['recipe']} seed {r['seed']} | {kind} | {t[kind]['max_abs_diff']:.3f} | "
+                         f"{t[kind]['mean_abs_diff']:.3f} | {t[kind]['spearman']:.2f} | {t[kind]['values']} |")
+        lines.append(f"| {r['recipe']} seed {r['seed']} | labelled soundscapes | | | | {t['soundscapes']['values']} |")
+    lines += ["", "## Per-species AP on the field soundscapes", "",
+              "| species | clips | " + " | ".join(f"{r['recipe']} s{r['seed']}" for r in results["runs"]) + " |",
+              "| --- | --- |" + " --- |" * len(results["runs"])]
+    for code, n in sorted(results["clips_per_species"].items(), key=lambda kv: -kv[1]):
+        cells = [f"{r['per_species_ap'].get(code, float('nan')):.3f}" for r in results["runs"]]
+        lines.append(f"| {code} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", f"Command: `{results['command']}` ({results['total_minutes']:.1f} min in all).", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES), help="Recipes to train.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training seeds.")
+    parser.add_argument("--size", default="small", help="Demo data size (field profile).")
+    parser.add_argument("--data-seed", type=int, default=0, help="Demo data seed.")
+    parser.add_argument("--data", type=Path, default=None, help="Existing field demo data (default: generated).")
+    parser.add_argument("--epochs", type=int, default=10, help="Most epochs per run (early stopping may end sooner).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Batch size.")
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps per epoch.")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers.")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / ".work" / "quality",
+                        help="Runs, stores and the generated data (kept for inspection).")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where quality.json and quality.md go.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    data = args.data
+    if data is None:
+        from soundscape.demo import generate_dataset
+
+        data = work / f"field-{args.size}-seed{args.data_seed}"
+        if not (data / "dataset.json").is_file():
+            generate_dataset(data, seed=args.data_seed, size=args.size, profile="field")
+    windows, counts = read_labels(data)
+    rare = sorted(c for c, n in counts.items() if n == 1)
+    runs = [one_run(recipe, seed, data, work, args, windows, rare) for recipe in args.recipes for seed in args.seeds]
+    codes = sorted(counts)
+    load1 = os.getloadavg()
+    results = {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "bench/quality.py", *sys.argv[1:]]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"profile": "field"},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "gpu": _gpu_name()},
+        "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in load1],
+        "idle": load0[0] < 0.5 * (os.cpu_count() or 1),
+        "windows": len(windows), "rare_species": rare, "clips_per_species": counts,
+        "summary": summarise(runs), "random": random_row(windows, codes, rare), "runs": runs,
+        "total_minutes": (time.perf_counter() - t0) / 60,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    (args.out / "quality.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def _gpu_name() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
