@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from soundscape.audio import FrontendConfig
@@ -16,7 +17,7 @@ from soundscape.audio import FrontendConfig
 from .metrics import Metric
 from .pseudo_soundscapes import PseudoSoundscapeConfig
 
-__all__ = ["VALIDATION_SETS", "AugmentConfig", "TrainConfig", "ValidationSet"]
+__all__ = ["VALIDATION_SETS", "AugmentConfig", "SelfTrainingConfig", "TrainConfig", "ValidationSet"]
 
 ValidationSet = Literal["pseudo_soundscapes", "clips", "soundscapes"]
 VALIDATION_SETS: tuple[ValidationSet, ...] = ("pseudo_soundscapes", "clips", "soundscapes")
@@ -84,6 +85,32 @@ class AugmentConfig(BaseModel):
         return any(getattr(self, name) > 0 for name in type(self).model_fields if name.endswith("_p"))
 
 
+class SelfTrainingConfig(BaseModel):
+    """Self-training rounds on ``unlabelled_dir`` (see :mod:`training.self_training`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(1, ge=0, le=3, description="Student rounds after the first model (0: off); "
+                        "needs unlabelled recordings.")
+    power: float = Field(2.0, gt=0, description="Sharpening of soft pseudo-labels: q = p^a / (p^a + (1-p)^a).")
+    floor: float = Field(0.1, ge=0, lt=1, description="A window whose top probability is below this is a "
+                         "negative (all-zero target) and a mixing bed.")
+    min_target: float = Field(0.05, ge=0, lt=1, description="Sharpened targets below this become 0.")
+    window_share: float = Field(0.3, ge=0, le=0.9, description="Share of each epoch's samples drawn from the "
+                                "pseudo-labelled windows.")
+    student_init: Literal["teacher", "pretrained"] = Field(
+        "teacher", description="Start each student from the teacher's weights or from the pretrained ones.")
+    epochs: int | None = Field(None, ge=1, description="Epochs of each student round (None: the run's epochs).")
+
+    def targets(self, probs: np.ndarray) -> np.ndarray:
+        """Soft training targets of teacher probabilities ``(n, n_classes)`` (the confidence policy)."""
+        p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
+        q = p**self.power / (p**self.power + (1 - p) ** self.power)
+        q[q < self.min_target] = 0.0
+        q[p.max(axis=1) < self.floor] = 0.0
+        return q.astype(np.float32)
+
+
 class TrainConfig(BaseModel):
     """Everything one training run needs.
 
@@ -122,7 +149,10 @@ class TrainConfig(BaseModel):
     drop_rate: float = Field(0.2, ge=0, lt=1)
     drop_path_rate: float = Field(0.1, ge=0, lt=1)
     # optimisation
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(8, ge=1, description="Epochs (validations); an epoch is epoch_samples samples.")
+    epoch_samples: int | None = Field(
+        1024, ge=1, description="Samples drawn per epoch (None: one pass over the training clips), so small and "
+        "large data sets train on the same schedule.")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
@@ -144,7 +174,9 @@ class TrainConfig(BaseModel):
     pseudo: PseudoSoundscapeConfig = Field(default_factory=PseudoSoundscapeConfig,
                                            description="How pseudo-soundscape windows are made.")
     monitor: Metric = Field("padded_cmap", description="Early-stopping and selection metric.")
-    early_stopping_patience: int | None = Field(5, ge=1, description="Epochs without improvement (None: off).")
+    early_stopping_patience: int | None = Field(3, ge=1, description="Epochs without improvement (None: off).")
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig,
+                                              description="Self-training on unlabelled_dir.")
     num_workers: int = Field(0, ge=0)
     val_batch_size: int = Field(64, ge=1)
     resume: bool = Field(False, description="Continue from <out_dir>/last.pt.")
@@ -160,6 +192,11 @@ class TrainConfig(BaseModel):
         if self.validation != "soundscapes" and self.val_fraction == 0:
             raise ValueError(f"validation={self.validation!r} needs held-out clips: val_fraction must be > 0")
         return self
+
+    @property
+    def self_trains(self) -> bool:
+        """Whether student rounds run (unlabelled recordings given and ``self_training.rounds > 0``)."""
+        return self.unlabelled_dir is not None and self.self_training.rounds > 0
 
     @property
     def holds_out(self) -> bool:

@@ -52,6 +52,8 @@ __all__ = [
     "sampling_weights",
     "holdout_split",
     "load_clips",
+    "TrainingSet",
+    "WindowDataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -533,3 +535,53 @@ class ClipDataset(Dataset):
         samples = self.clips[index].samples(self.cache)
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.random_crop else None
         return torch.from_numpy(crop(samples, self.length, rng)), torch.from_numpy(self.targets[index])
+
+
+class WindowDataset(Dataset):
+    """Fixed windows of cached recordings with (soft) targets: the pseudo-labelled unlabelled windows.
+
+    Args:
+        files (Sequence[str]): recording of each window.
+        starts_s (np.ndarray): ``(n,)`` window starts, seconds.
+        targets (np.ndarray): ``(n, n_classes)`` float32.
+        cache (AudioCache): decoded audio (at the front end's rate).
+        length (int): window length, samples (short windows are zero-padded at the end).
+    """
+
+    def __init__(self, files: Sequence[str], starts_s: np.ndarray, targets: np.ndarray, cache: AudioCache,
+                 length: int) -> None:
+        if not len(files) == len(starts_s) == len(targets):
+            raise ValueError(f"{len(files)} files, {len(starts_s)} starts and {len(targets)} targets")
+        self.files, self.starts_s, self.targets = list(files), np.asarray(starts_s), targets
+        self.cache, self.length = cache, length
+
+    def set_epoch(self, epoch: int) -> None:  # windows are fixed; kept for the training set's interface
+        pass
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def window(self, index: int) -> np.ndarray:
+        a = int(round(self.starts_s[index] * self.cache.sample_rate))
+        samples = self.cache.load(self.files[index])[a : a + self.length]
+        return crop(np.asarray(samples), self.length, None)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.window(index)), torch.from_numpy(self.targets[index])
+
+
+class TrainingSet(Dataset):
+    """Clips followed by pseudo-labelled windows, as one dataset with an epoch (for :class:`WeightedRankSampler`)."""
+
+    def __init__(self, clips: ClipDataset, windows: WindowDataset | None = None) -> None:
+        self.clips, self.windows = clips, windows
+
+    def set_epoch(self, epoch: int) -> None:
+        self.clips.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.clips) + (len(self.windows) if self.windows is not None else 0)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.clips)
+        return self.clips[index] if index < n else self.windows[index - n]

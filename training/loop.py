@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ from .data import (
     AudioCache,
     ClipDataset,
     ProblemReport,
+    TrainingSet,
     WeightedRankSampler,
+    WindowDataset,
     build_labels,
     holdout_split,
     list_audio_files,
@@ -47,6 +49,9 @@ from .data import (
     sampling_weights,
 )
 from .evaluate import ValidationData
+
+if TYPE_CHECKING:
+    from .self_training import PseudoLabels
 from .losses import make_loss
 from .metrics import score_all
 from .models import create_model
@@ -90,7 +95,7 @@ def _init_distributed() -> _Dist:
 @dataclass
 class _Data:
     labels: list[dict[str, str]]
-    train: ClipDataset
+    train: TrainingSet
     val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0
     train_weights: np.ndarray
     summary: DataSummary
@@ -98,7 +103,21 @@ class _Data:
     problems: ProblemReport
 
 
-def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
+def _pseudo_windows(pseudo: PseudoLabels, codes: list[str], cfg: TrainConfig,
+                    cache: AudioCache) -> tuple[WindowDataset, list[np.ndarray]]:
+    """The pseudo-labelled windows as a dataset (soft targets by the confidence policy), and the negative
+    windows (no species above the floor) as extra mixing beds."""
+    if pseudo.codes != codes:
+        raise ValueError("the pseudo-labels were made for other classes than this run's")
+    targets = cfg.self_training.targets(pseudo.probs)
+    windows = WindowDataset(pseudo.files, pseudo.starts_s, targets, cache, cfg.frontend.window_samples)
+    negatives = [windows.window(i) for i in np.flatnonzero(targets.max(axis=1) == 0)]
+    log.info("pseudo-labelled windows: %d (%d with a species, %d negatives)", len(windows),
+             len(windows) - len(negatives), len(negatives))
+    return windows, negatives
+
+
+def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = None) -> _Data:
     """Read and check the data, fill the decode cache (rank 0 first), hold out, build the datasets."""
     problems = ProblemReport()
     cache = AudioCache(cfg.resolved_cache_dir, cfg.frontend.sample_rate)
@@ -125,8 +144,15 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
     val_sets = validation_sets(cfg, held_out, codes, cache, problems) if ctx.main else {}  # rank 0 validates
     if ctx.main:
         problems.log_summary()
-    train_ds = ClipDataset(train_clips, make_targets(train_clips, codes, cfg.secondary_weight), cache,
+    clips_ds = ClipDataset(train_clips, make_targets(train_clips, codes, cfg.secondary_weight), cache,
                            cfg.frontend.window_samples, random_crop=cfg.train_crop == "random", seed=cfg.seed)
+    weights = sampling_weights(train_clips, cfg.sampling_alpha)
+    windows = None
+    if pseudo is not None and len(pseudo.files):
+        windows, negatives = _pseudo_windows(pseudo, codes, cfg, cache)
+        backgrounds += negatives
+        share = cfg.self_training.window_share
+        weights = np.concatenate([weights * (1 - share), np.full(len(windows), share / len(windows))])
     scapes = val_sets.get("soundscapes")
     summary = DataSummary(
         train_clips=len(train_clips), val_clips=len(held_out), val_soundscapes=scapes.n_soundscapes if scapes else 0,
@@ -138,8 +164,8 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist) -> _Data:
         log.info("data: %d classes, %d training clips, %d held out; validation sets: %s (selects: %s)", len(codes),
                  len(train_clips), len(held_out), "; ".join(f"{k}: {v.detail}" for k, v in val_sets.items()),
                  cfg.validation)
-    return _Data(labels=labels, train=train_ds, val_sets=val_sets, train_weights=sampling_weights(train_clips,
-                 cfg.sampling_alpha), summary=summary, backgrounds=backgrounds, problems=problems)
+    return _Data(labels=labels, train=TrainingSet(clips_ds, windows), val_sets=val_sets, train_weights=weights,
+                 summary=summary, backgrounds=backgrounds, problems=problems)
 
 
 @torch.no_grad()
@@ -227,7 +253,8 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
 
-def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None,
+                 pseudo_labels: PseudoLabels | None = None) -> TrainResult:
     """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata`` (see :func:`training.train`).
 
     Writes to ``cfg.out_dir``: ``last.pt`` every epoch, ``best.pt`` when the monitored validation metric
@@ -239,6 +266,8 @@ def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | Non
         cfg (TrainConfig): the run's settings.
         on_epoch_end (callable, optional): called with each epoch's metrics row after its checkpoint is
             written (on every rank).
+        pseudo_labels (PseudoLabels, optional): a self-training round's pseudo-labelled windows, trained on
+            beside the clips (see :mod:`training.self_training`).
 
     Returns:
         TrainResult: paths of the checkpoints, the best metrics and the history.
@@ -249,13 +278,14 @@ def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | Non
     """
     ctx = _init_distributed()
     try:
-        return _train(cfg, ctx, on_epoch_end)
+        return _train(cfg, ctx, on_epoch_end, pseudo_labels)
     finally:
         if ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | None) -> TrainResult:
+def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | None,
+           pseudo_labels: PseudoLabels | None = None) -> TrainResult:
     run_dir = Path(cfg.out_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if ctx.main:
@@ -266,7 +296,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
             raise FileNotFoundError(f"cannot resume: no checkpoint {last_path}")
         resume_ckpt = load_checkpoint(last_path)
     torch.manual_seed(cfg.seed + ctx.rank)
-    data = _prepare_data(cfg, ctx)
+    data = _prepare_data(cfg, ctx, pseudo_labels)
     if ctx.main:
         data.problems.save(run_dir / "problems.csv")
     codes = [label["code"] for label in data.labels]
@@ -279,8 +309,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
                          checkpoint=cfg.checkpoint if resume_ckpt is None else None, **model_kwargs)
     model.to(ctx.device)
     frontend = LogMelSpectrogram(cfg.frontend).to(ctx.device)
-    sampler = WeightedRankSampler(data.train_weights, len(data.train), seed=cfg.seed, rank=ctx.rank,
-                                  world_size=ctx.world)
+    sampler = WeightedRankSampler(data.train_weights, cfg.epoch_samples or len(data.train), seed=cfg.seed,
+                                  rank=ctx.rank, world_size=ctx.world)
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         drop_last=len(sampler) > cfg.batch_size, pin_memory=ctx.device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0)
@@ -318,6 +348,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+            break  # a resumed run that had already stopped early
         sampler.set_epoch(epoch)
         data.train.set_epoch(epoch)
         net.train()

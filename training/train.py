@@ -40,10 +40,14 @@ class TrainResult:
 def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
     """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata``.
 
-    Writes to ``cfg.out_dir``: ``last.pt`` every epoch, ``best.pt`` when the monitored validation metric
-    improves (every epoch when there is no validation set), ``metrics.csv``, ``problems.csv`` and, at the
-    end, ``curves.png``. With ``cfg.resume`` it continues from ``last.pt`` (model, optimiser, scheduler,
-    random states, early-stopping counters), giving the same weights as an uninterrupted run. Under
+    With ``cfg.unlabelled_dir`` and ``cfg.self_training.rounds > 0`` it self-trains: round 0 on the clips,
+    then student rounds on the clips plus the pseudo-labelled unlabelled windows, each kept only if it
+    improves the validation (:mod:`training.self_training`; rounds in ``round<r>/``, the kept one's
+    checkpoint copied to ``best.pt``). Otherwise it writes to ``cfg.out_dir``: ``last.pt`` every epoch,
+    ``best.pt`` when the monitored validation metric improves (every epoch when there is no validation
+    set), ``metrics.csv``, ``problems.csv`` and, at the end, ``curves.png``. With ``cfg.resume`` it
+    continues from ``last.pt`` (model, optimiser, scheduler, random states, early-stopping counters),
+    giving the same weights as an uninterrupted run. Under
     ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel; only rank 0 writes files.
 
     Args:
@@ -60,4 +64,9 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = Non
     """
     from .loop import run_training
 
+    if cfg.self_trains:
+        from .self_training import self_train
+
+        return self_train(cfg, lambda round_cfg, pseudo_labels: run_training(
+            round_cfg, on_epoch_end=on_epoch_end, pseudo_labels=pseudo_labels))
     return run_training(cfg, on_epoch_end=on_epoch_end)
