@@ -25,19 +25,29 @@ per image); mixup (per batch; targets ``union`` = element-wise max, or ``weighte
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torchaudio
 
 from .config import AugmentConfig
-from .data import crop
+from .data import crop, list_audio_files
 
-__all__ = ["Augmenter", "colored_noise", "cutmix", "mix_at_snr", "mixup", "pitch_shift", "snr_db"]
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .data import AudioCache, ProblemReport
+
+__all__ = ["MAX_TRAINING_BEDS", "Augmenter", "colored_noise", "cutmix", "load_beds", "mix_at_snr", "mixup",
+           "pitch_shift", "snr_db"]
+
+log = logging.getLogger(__name__)
+
+MAX_TRAINING_BEDS = 512  # unlabelled bed windows kept (5 s at 32 kHz: 330 MB), evenly spread over the list
 
 
 def colored_noise(shape: tuple[int, int], color: str, generator: torch.Generator) -> torch.Tensor:
@@ -161,26 +171,75 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor, start: int, width: int,
     return out, lam * targets + (1 - lam) * targets[perm]
 
 
+def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, workers: int = 1) -> list[np.ndarray]:
+    """The recordings the bed step mixes clips into (nothing when ``augment.background_p`` is 0).
+
+    - every usable recording of ``backgrounds_dir`` (call-free noise), whole (a random crop is taken);
+    - with ``augment.unlabelled_beds``, windows of the site's own recordings (``unlabelled_dir``), chosen by
+      the pseudo-soundscape bed rule: the quietest ``pseudo.bed_quiet_fraction`` of each recording's windows
+      by 1-11 kHz power (fewest unlabelled birds; :func:`training.pseudo_soundscapes.bed_windows`), from at
+      most :data:`training.validation.MAX_BED_RECORDINGS` recordings spread over the folder, at most
+      :data:`MAX_TRAINING_BEDS` windows. These are the same windows the pseudo-soundscape validation uses as
+      beds: the field's background, not held-out audio.
+
+    Unreadable files go to ``problems``.
+    """
+    from .pseudo_soundscapes import bed_windows
+    from .validation import MAX_BED_RECORDINGS
+
+    beds: list[np.ndarray] = []
+    if cfg.augment.background_p <= 0:
+        return beds
+    if cfg.backgrounds_dir is not None:
+        files = list_audio_files(cfg.backgrounds_dir)
+        ok = cache.prepare(files, problems, workers=workers, desc="decoding backgrounds")
+        beds += [cache.load(f) for f, good in zip(files, ok, strict=True) if good]
+        if not beds:
+            log.warning("no usable background recording in %s", cfg.backgrounds_dir)
+    if cfg.unlabelled_dir is not None and cfg.augment.unlabelled_beds:
+        files = list_audio_files(cfg.unlabelled_dir)
+        if len(files) > MAX_BED_RECORDINGS:
+            files = [files[int(i)] for i in np.linspace(0, len(files) - 1, MAX_BED_RECORDINGS).round()]
+        ok = cache.prepare(files, problems, workers=workers, desc="decoding unlabelled beds")
+        windows = bed_windows([cache.load(f) for f, good in zip(files, ok, strict=True) if good],
+                              cfg.frontend.sample_rate, cfg.frontend.window_samples, cfg.pseudo.bed_quiet_fraction)
+        if len(windows) > MAX_TRAINING_BEDS:
+            windows = windows[np.linspace(0, len(windows) - 1, MAX_TRAINING_BEDS).round().astype(int)]
+        beds += list(windows)
+    if not beds:
+        log.warning("no bed recording (backgrounds_dir, unlabelled_dir): bed mixing is off")
+    return beds
+
+
 class Augmenter:
     """The seeded augmentation pipeline of one training process.
 
     Args:
         cfg (AugmentConfig): the recipe.
         sample_rate (int): rate of the waveforms.
-        backgrounds (Sequence[np.ndarray]): background recordings ``(n,)`` float32 at ``sample_rate``.
+        beds (Sequence[np.ndarray]): recordings ``(n,)`` float32 at ``sample_rate`` that the bed step mixes
+            in (a random ``samples``-long crop of one per selected sample); see :func:`load_beds`.
+        bed_targets (np.ndarray, optional): ``(len(beds), n_classes)`` soft targets of the beds (e.g.
+            pseudo-labelled windows): a sample mixed with bed ``j`` gets ``max(target, bed_targets[j])``.
+            ``None``: the beds hold no labelled species.
         seed (int): seed of every random draw. (Default: ``0``)
 
     Example:
-        >>> aug = Augmenter(AugmentConfig(), 32000, backgrounds, seed=0)
-        >>> waves = aug.waveform(waves)                     # (batch, samples)
+        >>> aug = Augmenter(AugmentConfig(), 32000, beds, seed=0)
+        >>> waves, targets = aug.waveform(waves, targets)    # (batch, samples), (batch, n_classes)
         >>> images, targets = aug.spectrogram(fe(waves), targets)
     """
 
-    def __init__(self, cfg: AugmentConfig, sample_rate: int, backgrounds: Sequence[np.ndarray] = (), *,
-                 seed: int = 0) -> None:
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, beds: Sequence[np.ndarray] = (),
+                 bed_targets: np.ndarray | None = None, *, seed: int = 0) -> None:
+        if bed_targets is not None and len(bed_targets) != len(beds):
+            raise ValueError(f"{len(beds)} beds but {len(bed_targets)} bed target rows")
+        keep = [i for i, b in enumerate(beds) if len(b)]
         self.cfg = cfg
         self.sample_rate = sample_rate
-        self.backgrounds = [np.asarray(b, dtype=np.float32) for b in backgrounds if len(b)]
+        self.beds = [np.asarray(beds[i], dtype=np.float32) for i in keep]
+        self.bed_targets = (None if bed_targets is None
+                            else torch.as_tensor(np.asarray(bed_targets, dtype=np.float32)[keep]))
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.freq_mask = torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)
@@ -205,17 +264,19 @@ class Augmenter:
         return self.rng.uniform(bounds[0], bounds[1], size=n)
 
     # -- waveform ----------------------------------------------------------------------------------
-    def waveform(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a batch of waveforms.
+    def waveform(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a batch of waveforms; steps that add labelled sound also update the targets.
 
         Args:
             x (torch.Tensor): ``(batch, samples)`` float32, any device.
+            targets (torch.Tensor): ``(batch, n_classes)``, same device.
 
         Returns:
-            torch.Tensor: ``(batch, samples)``, a new tensor (``x`` is not modified).
+            tuple: waveforms ``(batch, samples)`` and targets ``(batch, n_classes)``, new tensors (the
+            inputs are not modified).
         """
         cfg, (batch, n) = self.cfg, x.shape
-        x = x.clone()
+        x, targets = x.clone(), targets.clone()
         if len(sel := self._select(batch, cfg.shift_p)):
             max_shift = int(cfg.shift_max_s * self.sample_rate)
             for i, shift in zip(sel.tolist(), self.rng.integers(-max_shift, max_shift + 1, len(sel)), strict=True):
@@ -228,9 +289,9 @@ class Augmenter:
                 x[sel] = _fit(fast, n)
         if len(sel := self._select(batch, cfg.pitch_p)):
             x[sel] = pitch_shift(x[sel], float(self._uniform(cfg.pitch_semitones, 1)[0]))
-        if len(sel := self._select(batch, cfg.background_p)) and self.backgrounds:
-            picks = self.rng.integers(0, len(self.backgrounds), len(sel))
-            noise = np.stack([crop(self.backgrounds[j], n, self.rng) for j in picks])
+        if len(sel := self._select(batch, cfg.background_p)) and self.beds:
+            picks = self.rng.integers(0, len(self.beds), len(sel))
+            noise = np.stack([crop(self.beds[j], n, self.rng) for j in picks])
             snr = torch.as_tensor(self._uniform(cfg.background_snr_db, len(sel)), dtype=x.dtype)
             x[sel] = mix_at_snr(x[sel], torch.from_numpy(noise).to(x.device), snr.to(x.device))
         if len(sel := self._select(batch, cfg.noise_p)):
@@ -241,7 +302,7 @@ class Augmenter:
         if len(sel := self._select(batch, cfg.gain_p)):
             gain = torch.as_tensor(10 ** (self._uniform(cfg.gain_db, len(sel)) / 20), dtype=x.dtype)
             x[sel] = x[sel] * gain.to(x.device)[:, None]
-        return x
+        return x, targets
 
     # -- spectrogram -------------------------------------------------------------------------------
     def _masked(self, mask: torch.nn.Module, images: torch.Tensor, sel: torch.Tensor, count: int) -> torch.Tensor:

@@ -47,6 +47,9 @@ class AugmentConfig(BaseModel):
     noise_snr_db: Range = Field((3.0, 30.0), description="Signal-to-noise ratio range, dB.")
     background_p: float = Field(0.5, ge=0, le=1, description="Mix a background recording in.")
     background_snr_db: Range = Field((0.0, 20.0), description="Signal-to-background ratio range, dB.")
+    unlabelled_beds: bool = Field(
+        True, description="Beds also come from the quietest windows of unlabelled_dir (the site's own recordings), "
+        "not only from backgrounds_dir.")
     shift_p: float = Field(0.5, ge=0, le=1, description="Circular time shift.")
     shift_max_s: float = Field(2.5, ge=0, description="Largest shift, seconds.")
     speed_p: float = Field(0.2, ge=0, le=1, description="Speed change (tempo and pitch).")

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from model_store import DataSummary
 from soundscape.audio.transforms import LogMelSpectrogram
 
-from .augment import Augmenter
+from .augment import Augmenter, load_beds
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .curves import plot_curves, write_metrics_csv
@@ -42,7 +42,6 @@ from .data import (
     WindowDataset,
     build_labels,
     holdout_split,
-    list_audio_files,
     load_clips,
     make_targets,
     read_taxonomy,
@@ -125,13 +124,7 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = No
     if not ctx.main:
         ctx.barrier()  # wait for rank 0 to decode; then every file is a cache hit
     clips, names = load_clips(cfg, cache, problems, workers=workers)
-    backgrounds: list[np.ndarray] = []
-    if cfg.backgrounds_dir is not None and cfg.augment.background_p > 0:
-        files = list_audio_files(cfg.backgrounds_dir)
-        ok = cache.prepare(files, problems, workers=workers, desc="decoding backgrounds")
-        backgrounds = [cache.load(f) for f, good in zip(files, ok, strict=True) if good]
-        if not backgrounds:
-            log.warning("no usable background recording in %s: background mixing is off", cfg.backgrounds_dir)
+    backgrounds = load_beds(cfg, cache, problems, workers=workers)  # beds: backgrounds_dir + unlabelled_dir
     if ctx.main:
         ctx.barrier()
     if not clips:
@@ -361,7 +354,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
             waves = waves.to(ctx.device, non_blocking=True)
             targets = targets.to(ctx.device, non_blocking=True)
             with torch.no_grad():
-                images = frontend(augmenter.waveform(waves))
+                waves, targets = augmenter.waveform(waves, targets)
+                images = frontend(waves)
                 images, targets = augmenter.spectrogram(images, targets)
             with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=use_amp):
                 logits = net(images)

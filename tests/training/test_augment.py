@@ -9,6 +9,7 @@ from training.augment import colored_noise, cutmix, mix_at_snr, mixup, pitch_shi
 
 RATE = 16000
 N = 5 * RATE
+Y2 = torch.eye(2)
 
 
 def tone(freq: float, n: int = N, rate: int = RATE) -> torch.Tensor:
@@ -29,7 +30,7 @@ def only(**on) -> AugmentConfig:
 def test_noise_reaches_the_requested_snr(color):
     aug = Augmenter(only(noise_p=1.0, noise_colors=[color], noise_snr_db=(7.0, 7.0)), RATE, seed=0)
     clean = torch.stack([tone(1000), 0.1 * tone(3000)])
-    noisy = aug.waveform(clean)
+    noisy, _ = aug.waveform(clean, torch.eye(2))
     assert noisy.shape == clean.shape
     assert torch.allclose(snr_db(clean, noisy - clean), torch.tensor(7.0), atol=0.01)
 
@@ -48,7 +49,7 @@ def test_background_mixing_snr_and_silence():
     background = np.random.default_rng(0).standard_normal(3 * N).astype(np.float32)
     aug = Augmenter(only(background_p=1.0, background_snr_db=(3.0, 3.0)), RATE, [background], seed=1)
     clean = torch.stack([tone(800), torch.zeros(N)])
-    mixed = aug.waveform(clean)
+    mixed, _ = aug.waveform(clean, torch.eye(2))
     assert snr_db(clean[:1], mixed[:1] - clean[:1]).item() == pytest.approx(3.0, abs=0.01)
     assert torch.equal(mixed[1], clean[1])  # silence has no SNR: left alone, no NaN
     assert torch.equal(mix_at_snr(clean, torch.zeros_like(clean), torch.zeros(2)), clean)
@@ -56,12 +57,12 @@ def test_background_mixing_snr_and_silence():
 
 def test_time_shift_gain_speed_and_pitch():
     x = torch.stack([tone(1000), tone(2000)])
-    shifted = Augmenter(only(shift_p=1.0, shift_max_s=1.0), RATE, seed=0).waveform(x)
+    shifted = Augmenter(only(shift_p=1.0, shift_max_s=1.0), RATE, seed=0).waveform(x, Y2)[0]
     assert torch.allclose(shifted.pow(2).sum(1), x.pow(2).sum(1))  # circular: nothing lost
     assert not torch.equal(shifted, x)
-    loud = Augmenter(only(gain_p=1.0, gain_db=(6.0, 6.0)), RATE, seed=0).waveform(x)
+    loud = Augmenter(only(gain_p=1.0, gain_db=(6.0, 6.0)), RATE, seed=0).waveform(x, Y2)[0]
     assert torch.allclose(loud, x * 10 ** (6 / 20), atol=1e-5)
-    fast = Augmenter(only(speed_p=1.0, speed_range=(1.1, 1.1)), RATE, seed=0).waveform(x)
+    fast = Augmenter(only(speed_p=1.0, speed_range=(1.1, 1.1)), RATE, seed=0).waveform(x, Y2)[0]
     assert fast.shape == x.shape and peak_hz(fast[0, : N // 2]) == pytest.approx(1100, abs=3)
     up = pitch_shift(x, 2.0)
     assert up.shape == x.shape
@@ -114,7 +115,7 @@ def test_full_recipe_is_deterministic_with_a_seed():
 
     def run(seed):
         aug = Augmenter(cfg, RATE, [background], seed=seed)
-        return aug.waveform(x), *aug.spectrogram(images, y)
+        return *aug.waveform(x, y), *aug.spectrogram(images, y)
 
     a, b, c = run(5), run(5), run(6)
     assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
@@ -122,15 +123,16 @@ def test_full_recipe_is_deterministic_with_a_seed():
     # a saved state replays the same draws
     aug = Augmenter(cfg, RATE, [background], seed=5)
     state = aug.state_dict()
-    first = aug.waveform(x)
+    first = aug.waveform(x, y)
     aug.load_state_dict(state)
-    assert torch.equal(aug.waveform(x), first)
+    assert all(torch.equal(p, q) for p, q in zip(aug.waveform(x, y), first, strict=True))
 
 
 def test_off_config_changes_nothing():
     assert not AugmentConfig.off().enabled and AugmentConfig().enabled
     aug = Augmenter(AugmentConfig.off(), RATE, seed=0)
     x = torch.randn(3, N)
-    assert torch.equal(aug.waveform(x), x)
+    waves, targets = aug.waveform(x, torch.eye(3))
+    assert torch.equal(waves, x) and torch.equal(targets, torch.eye(3))
     with pytest.raises(ValueError, match="noise_snr_db"):
         AugmentConfig(noise_snr_db=(10.0, 3.0))
