@@ -38,6 +38,7 @@ __all__ = [
     "lowpass_cutoff_hz",
     "place_at_snr",
     "propagate",
+    "propagate_with_ir",
     "reverb_ir",
     "rt60_of_ir",
 ]
@@ -136,9 +137,19 @@ def propagate(call: np.ndarray, sample_rate: int, path: Propagation, rng: np.ran
     Returns:
         np.ndarray: ``(len(call) + len(ir) - 1,)`` float64: the reverberation tail rings on after the call.
     """
+    return propagate_with_ir(call, sample_rate, path, rng)[0]
+
+
+def propagate_with_ir(call: np.ndarray, sample_rate: int, path: Propagation,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`propagate`, also returning the impulse response it drew (same draws, same output).
+
+    Returns:
+        tuple: the propagated call ``(len(call) + len(ir) - 1,)`` and the impulse response ``ir``.
+    """
     dry = _lowpass(np.asarray(call, dtype=np.float64), sample_rate, path.lowpass_hz)
     ir = reverb_ir(sample_rate, path.rt60_s, path.drr_db, rng, cutoff_hz=path.lowpass_hz)
-    return scipy.signal.fftconvolve(dry, ir)
+    return scipy.signal.fftconvolve(dry, ir), ir
 
 
 def _bandpass(x: np.ndarray, sample_rate: int, band: tuple[float, float]) -> np.ndarray:
