@@ -22,6 +22,7 @@ __all__ = [
     "DataSummary",
     "Label",
     "ModelCard",
+    "Postprocess",
     "TensorSpec",
     "ValidationInfo",
     "sha256_file",
@@ -86,6 +87,47 @@ class ValidationInfo(BaseModel):
     sets: dict[str, str] = Field(default_factory=dict, description="Each validation set and how it was made.")
 
 
+class Postprocess(BaseModel):
+    """Temporal context applied to each file's per-window probabilities, identically by every serving path.
+
+    Rules, per species, over the windows of one file in time order; ``p[t]`` is window ``t``'s
+    probability and ``d`` the neighbour offset (see below). A window's neighbours are ``t - d`` and
+    ``t + d`` when they exist; at the first and last windows of a file only the existing ones count.
+
+    - ``none``: ``p'[t] = p[t]`` (no change).
+    - ``neighbours``: ``p'[t] = sum_j w_j * p[t + j*d] / sum_j w_j`` over ``j`` in ``{-1, 0, +1}`` whose window
+      exists, with ``(w_-1, w_0, w_+1) = neighbour_weights``; the weights are renormalised over the windows
+      that exist, so a file's edge windows average only what is there and a one-window file is unchanged.
+    - ``damped_max``: ``p'[t] = max(p[t], damping * max(p[t - d], p[t + d]))`` over the neighbours that exist.
+
+    Neighbours are the windows that start ``frontend.hop_s`` (the card's hop) earlier and later. At the
+    card's hop ``d = 1``; at a requested hop ``h`` with ``frontend.hop_s / h`` a whole number ``d`` (e.g.
+    2.5 s or 1 s with a 5 s card hop) the same neighbours are windows ``t +- d``; at any other hop (e.g.
+    2 s or 10 s) there are no windows at +-``frontend.hop_s`` and smoothing is skipped, which the answer
+    says. Smoothing acts on the probabilities before species/threshold/top-k filters and summaries, and
+    on whole files (streamed analysis gives the same result as the whole file).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    smoothing: Literal["none", "neighbours", "damped_max"] = Field(
+        "none", description="Rule applied to each window's probabilities with its neighbours' (see the class "
+        "docstring): none, neighbours (weighted mean) or damped_max (max with the damped neighbours).",
+        examples=["neighbours"])
+    neighbour_weights: tuple[float, float, float] = Field(
+        (0.25, 0.5, 0.25), description="Relative weights of the previous window, the window itself and the "
+        "next window for 'neighbours' (renormalised over the windows that exist).", examples=[[0.25, 0.5, 0.25]])
+    damping: float = Field(0.5, ge=0, le=1, description="Factor on the neighbours' probabilities for "
+                           "'damped_max'.", examples=[0.5])
+
+    @field_validator("neighbour_weights")
+    @classmethod
+    def _weights(cls, weights: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(w < 0 for w in weights) or not weights[1] > 0:
+            raise ValueError(f"neighbour_weights {weights} must be >= 0 with a positive centre weight")
+        return weights
+
+
 class ModelCard(BaseModel):
     """A versioned model's description; stored as ``card.json``.
 
@@ -121,6 +163,9 @@ class ModelCard(BaseModel):
                                              description="Validation average precision per label.")
     validation: ValidationInfo = Field(default_factory=ValidationInfo,
                                        description="Which validation chose the model and produced its metrics.")
+    postprocess: Postprocess = Field(default_factory=Postprocess,
+                                     description="Temporal smoothing of each file's window probabilities, applied "
+                                     "the same way by the service and batch analysis (default: none).")
     training: dict[str, object] = Field(default_factory=dict, description="Training settings used.")
     parent_version: int | None = Field(None, description="Version this model was fine-tuned from.")
     sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of model.onnx.")

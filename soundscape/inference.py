@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from model_store import ModelCard, VerifiedModel
 from soundscape.audio import Audio, Frontend, Windows
+from soundscape.postprocess import PostprocessReport, apply_postprocess
 
 __all__ = ["Engine", "EngineError", "Prediction", "row_id", "sigmoid"]
 
@@ -51,14 +52,17 @@ class Prediction:
     Attributes:
         starts_s (np.ndarray): ``(n_windows,)`` window starts in seconds.
         ends_s (np.ndarray): ``(n_windows,)`` window ends (``start + window_s``).
-        probabilities (np.ndarray): ``(n_windows, n_labels)`` float32 in [0, 1].
+        probabilities (np.ndarray): ``(n_windows, n_labels)`` float32 in [0, 1], after the card's
+            postprocessing (:mod:`soundscape.postprocess`) unless ``predict`` was told not to.
         embeddings (np.ndarray | None): ``(n_windows, dim)`` float32 when requested.
+        postprocess (PostprocessReport | None): what was done to ``probabilities`` after the model.
     """
 
     starts_s: np.ndarray
     ends_s: np.ndarray
     probabilities: np.ndarray
     embeddings: np.ndarray | None = None
+    postprocess: PostprocessReport | None = None
 
 
 class Engine:
@@ -153,8 +157,12 @@ class Engine:
         return self.frontend.windows(audio, hop_s)
 
     def predict(self, audio: Audio, *, hop_s: float | None = None, embeddings: bool = False,
-                batch_size: int = 64) -> Prediction:
-        """Per-window probabilities for one decoded recording (at the card's sample rate)."""
+                batch_size: int = 64, postprocess: bool = True) -> Prediction:
+        """Per-window probabilities for one decoded recording (at the card's sample rate).
+
+        With ``postprocess`` (the default) the card's smoothing is applied as the service and batch
+        analysis apply it; ``postprocess=False`` gives the model's raw probabilities.
+        """
         wins = self.windows(audio, hop_s)
         probs, embs = [], []
         for a in range(0, len(wins), batch_size):
@@ -164,11 +172,16 @@ class Engine:
             if e is not None:
                 embs.append(e)
         n_labels = len(self.card.labels)
+        probabilities = np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32)
+        report = None
+        if postprocess:
+            probabilities, report = apply_postprocess(probabilities, self.card, hop_s)
         return Prediction(
             starts_s=wins.starts_s,
             ends_s=wins.ends_s,
-            probabilities=np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32),
+            probabilities=probabilities,
             embeddings=np.concatenate(embs) if embs else None,
+            postprocess=report,
         )
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1, 12)) -> float:

@@ -72,8 +72,12 @@ def tiny_card(frontend: FrontendConfig, codes: list[str] | None = None, *, name:
 
 
 def make_store(root: str | Path, *, versions: int = 1, frontend: FrontendConfig | None = None,
-               codes: list[str] | None = None, name: str = "birds") -> ModelStore:
-    """A store with ``versions`` tiny models, the last one in production."""
+               codes: list[str] | None = None, name: str = "birds", **card_fields) -> ModelStore:
+    """A store with ``versions`` tiny models, the last one in production.
+
+    Version ``i`` has the weights of seed ``i`` whatever ``card_fields`` (e.g. ``postprocess=...``) say, so
+    two stores that differ only in a card field serve the same network.
+    """
     frontend = frontend or tiny_frontend()
     codes = codes or DEFAULT_CODES
     store = ModelStore(root)
@@ -81,5 +85,5 @@ def make_store(root: str | Path, *, versions: int = 1, frontend: FrontendConfig 
     tmp.mkdir(parents=True, exist_ok=True)
     for i in range(versions):
         onnx_path = write_tiny_onnx(tmp / f"m{i}.onnx", frontend, len(codes), seed=i)
-        store.register(tiny_card(frontend, codes, name=name), onnx_path, promote=True)
+        store.register(tiny_card(frontend, codes, name=name, **card_fields), onnx_path, promote=True)
     return store
