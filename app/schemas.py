@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import ModelCard
+from soundscape.postprocess import PostprocessReport
 
 __all__ = [
     "AudioSummary",
@@ -22,6 +23,7 @@ __all__ = [
     "ModelRef",
     "ModelVersionResponse",
     "ModelsResponse",
+    "PostprocessReport",
     "PredictResponse",
     "ReadyResponse",
     "ReloadResponse",
@@ -90,6 +92,9 @@ class PredictResponse(BaseModel):
     """Per-window species probabilities for one recording."""
 
     model: ModelRef = Field(..., description="The model that produced these results.")
+    postprocess: PostprocessReport = Field(
+        ..., description="The model card's temporal smoothing and whether it was applied to these "
+        "probabilities (before the filters and the summary).")
     audio: AudioSummary = Field(..., description="Facts about the recording.")
     windows: list[WindowResult] = Field(..., description="One entry per analysis window, in time order.")
     summary: dict[str, float] = Field(

@@ -25,6 +25,7 @@ from fastapi import Request
 from soundscape.audio import AudioError, Frontend, decode
 from soundscape.audio.functional import cut_windows, window_starts
 from soundscape.inference import row_id
+from soundscape.postprocess import PostprocessReport, apply_postprocess, postprocess_report
 
 from .batching import BatcherClosedError, QueueFullError
 from .core.config import Settings
@@ -95,7 +96,8 @@ class Result:
     audio: AudioFacts
     starts_s: np.ndarray
     window_s: float
-    probabilities: np.ndarray  # (n_windows, n_labels)
+    probabilities: np.ndarray  # (n_windows, n_labels), after the card's postprocessing
+    postprocess: PostprocessReport
     timings: Timings
 
 
@@ -187,6 +189,8 @@ class Predictor:
                 task.cancel()
         t2 = time.perf_counter()
         probs = np.concatenate(outs) if outs else np.zeros((0, len(model.card.labels)), np.float32)
+        # The card's temporal smoothing, on the whole file, before any filter (same call as batch analysis).
+        probs, postprocess = apply_postprocess(probs, model.card, hop)
         model_s = t2 - (first_submit or t2)
         m = self.metrics
         m.audio_seconds.inc(facts.duration_s)
@@ -197,7 +201,7 @@ class Predictor:
         timings = Timings(decode_ms=round((t1 - t0) * 1000, 2), frontend_ms=round(frontend_s * 1000, 2),
                           model_ms=round(model_s * 1000, 2), total_ms=round((t2 - t0) * 1000, 2))
         return Result(stem=upload.stem, audio=facts, starts_s=starts, window_s=cfg.window_s,
-                      probabilities=probs, timings=timings)
+                      probabilities=probs, postprocess=postprocess, timings=timings)
 
     # -- requests --------------------------------------------------------------------------------
     async def predict(self, request: Request, model: ServedModel, opts: PredictOptions) -> PredictResponse | str:
@@ -274,12 +278,22 @@ class Predictor:
         audio = result.audio
         return PredictResponse(
             model=ModelRef(name=model.name, version=model.version),
+            postprocess=result.postprocess,
             audio=AudioSummary(duration_s=round(audio.duration_s, 3), sample_rate=audio.source_sample_rate,
                                channels=audio.channels, windows=len(result.starts_s)),
             windows=windows,
             summary=summary,
             timings=result.timings,
         )
+
+    @staticmethod
+    def postprocess_header(model: ServedModel, opts: PredictOptions) -> str:
+        """``X-Postprocess`` of a CSV answer, e.g. ``smoothing=neighbours; applied=true; neighbour_offset=1``."""
+        report = postprocess_report(model.card, opts.hop_s)
+        parts = [f"smoothing={report.smoothing}", f"applied={str(report.applied).lower()}"]
+        if report.neighbour_offset is not None:
+            parts.append(f"neighbour_offset={report.neighbour_offset}")
+        return "; ".join(parts)
 
     def to_csv(self, model: ServedModel, result: Result, opts: PredictOptions) -> str:
         """BirdCLEF submission rows: ``row_id`` then one column per species (threshold/top_k do not apply)."""

@@ -5,6 +5,9 @@ that the next window still needs (< ``window_s``), one batch of windows and its 
 (``n_windows x (n_labels + embedding dim)`` float32, about 4 KB per 5-second window with 1280-d
 embeddings). With the defaults (60 s blocks at 32 kHz, batch 32) the audio side stays under ~60 MB
 whatever the file length; a 3-hour file's results are ~9 MB with embeddings, ~20 KB per label without.
+
+The card's temporal smoothing (:mod:`soundscape.postprocess`) runs once a file is read, on its whole
+sequence of window probabilities, so the result does not depend on ``block_s`` and equals the service's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from model_store import CARD_FILE, MODEL_FILE, ModelCard, ModelStore, StoreError
 from soundscape.audio import probe, stream
 from soundscape.audio.functional import window_starts
 from soundscape.inference import Engine
+from soundscape.postprocess import PostprocessReport, apply_postprocess
 
 from .settings import AnalyzeSettings
 
@@ -57,11 +61,12 @@ class FileAnalysis:
     Attributes:
         starts_s (np.ndarray): ``(n_windows,)`` window starts in seconds.
         ends_s (np.ndarray): ``(n_windows,)`` window ends (``start + window_s``).
-        probabilities (np.ndarray): ``(n_windows, n_labels)`` float32.
+        probabilities (np.ndarray): ``(n_windows, n_labels)`` float32, after the card's postprocessing.
         embeddings (np.ndarray | None): ``(n_windows, dim)`` float32 when requested.
         duration_s (float): audio length at the model's rate.
         sample_rate (int): the file's own rate.
         channels (int): the file's channel count.
+        postprocess (PostprocessReport): what was done to ``probabilities`` after the model.
     """
 
     starts_s: np.ndarray
@@ -71,6 +76,7 @@ class FileAnalysis:
     duration_s: float
     sample_rate: int
     channels: int
+    postprocess: PostprocessReport
 
 
 def stream_windows(blocks: Iterator[np.ndarray], sample_rate: int, window_s: float, hop_s: float,
@@ -151,14 +157,18 @@ def analyze_file(engine: Engine, path: str | Path, settings: AnalyzeSettings) ->
         flush()
     starts_s = np.asarray(starts, dtype=np.float64)
     n_labels = len(engine.card.labels)
+    probabilities = np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32)
+    # The whole file's windows are known only now: smooth them as the service does (same call).
+    probabilities, report = apply_postprocess(probabilities, engine.card, hop)
     return FileAnalysis(
         starts_s=starts_s,
         ends_s=starts_s + fe.window_s,
-        probabilities=np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32),
+        probabilities=probabilities,
         embeddings=np.concatenate(embs) if embs else None,
         duration_s=total_samples / fe.sample_rate,
         sample_rate=info.sample_rate,
         channels=info.channels,
+        postprocess=report,
     )
 
 

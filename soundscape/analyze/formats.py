@@ -11,6 +11,8 @@ Per file (``OUT/<relative folder>/<stem>.<suffix>``):
 - ``json``      ``.json``: the HTTP service's ``/v1/predict`` answer for the file (every label; its
   pydantic schema, :mod:`app.schemas`, which imports no FastAPI).
 - ``--embeddings`` ``.embeddings.parquet``: one row per window with its embedding vector.
+
+Every probability written is the one after the card's temporal smoothing (``FileAnalysis.probabilities``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def _conf(p: float) -> str:
 def service_json(result: FileAnalysis, card: ModelCard, stem: str) -> dict:
     """The service's ``/v1/predict`` answer for one file (no filters), built with its own schema.
 
-    Same rounding as the service (probabilities 6 decimals, times 3); ``timings`` are zeros so that
+    Same rounding as the service (probabilities 6 decimals, times 3) and the same ``postprocess`` report
+    (the probabilities are already smoothed by the card's rule); ``timings`` are zeros so that
     re-running a file writes identical bytes (the run's ``summary.json`` has the throughput).
     """
     from app.schemas import AudioSummary, ModelRef, PredictResponse, Timings, WindowResult  # pydantic only
@@ -98,6 +101,7 @@ def service_json(result: FileAnalysis, card: ModelCard, stem: str) -> dict:
     ]
     response = PredictResponse(
         model=ModelRef(name=card.name, version=card.version),
+        postprocess=result.postprocess,
         audio=AudioSummary(duration_s=round(result.duration_s, 3), sample_rate=result.sample_rate,
                            channels=result.channels, windows=len(windows)),
         windows=windows,

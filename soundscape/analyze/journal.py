@@ -3,8 +3,9 @@
 ``OUT/journal.jsonl`` gets one JSON line per finished or failed file, appended with a single ``write``
 on an ``O_APPEND`` descriptor and fsynced. A line is written only after the file's outputs were renamed
 into place, so a line means complete outputs; a kill mid-line leaves a partial last line, which loading
-ignores. A file's key hashes its path, size, mtime, the model (name, version, sha256) and the options
-that change its outputs, so editing a recording or changing the model or ``--min-conf`` redoes it.
+ignores. A file's key hashes its path, size, mtime, the model (name, version, sha256, and the card's
+smoothing when it has one) and the options that change its outputs, so editing a recording or changing
+the model, its smoothing or ``--min-conf`` redoes it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def file_key(path: str, card: ModelCard, options: dict) -> str:
     st = os.stat(path)
     ident = {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "model": card.name,
              "version": card.version, "sha256": card.sha256, "options": options}
+    if card.postprocess.smoothing != "none":  # only then, so keys of runs without smoothing are unchanged
+        ident["postprocess"] = card.postprocess.model_dump(mode="json")
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 

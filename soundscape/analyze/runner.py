@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model_store import VerifiedModel
+from soundscape.postprocess import postprocess_report
 
 from .core import load_model
 from .formats import SUFFIXES, TMP_MARK, write_atomic
@@ -212,6 +213,7 @@ def _finish(settings: AnalyzeSettings, model: VerifiedModel, files: list, keys: 
     audio_s = sum(rec["duration_s"] for _, rec in done)
     summary = {
         "model": {"name": model.card.name, "version": model.card.version, "sha256": model.card.sha256},
+        "postprocess": postprocess_report(model.card, settings.hop_s).model_dump(mode="json"),
         "engine": settings.engine,
         "workers": settings.workers,
         "files": {"found": len(files), "done": len(done), "analysed_this_run": n_pending,

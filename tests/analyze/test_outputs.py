@@ -90,7 +90,8 @@ def test_every_format_agrees_with_the_service(run, recordings, store_root, servi
 
     got = json.loads(Path(f"{base}.json").read_text())
     assert set(got.pop("timings")) == set(doc.pop("timings"))
-    assert {k: got[k] for k in ("model", "audio")} == {k: doc[k] for k in ("model", "audio")}
+    keys = ("model", "postprocess", "audio")
+    assert {k: got[k] for k in keys} == {k: doc[k] for k in keys}
     assert [(w["start_s"], w["end_s"], w["row_id"]) for w in got["windows"]] == [
         (w["start_s"], w["end_s"], w["row_id"]) for w in doc["windows"]]
     np.testing.assert_allclose([list(w["probabilities"].values()) for w in got["windows"]],

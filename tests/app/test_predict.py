@@ -38,6 +38,9 @@ def _probs_ok(body: dict, n_windows: int) -> None:
         assert set(w["probabilities"]) == set(DEFAULT_CODES)
         assert all(0.0 <= p <= 1.0 for p in w["probabilities"].values())
     assert set(body["summary"]) == set(DEFAULT_CODES)
+    # the test card declares no smoothing: the model's own probabilities, and the answer says so
+    assert body["postprocess"] == {"smoothing": "none", "applied": False, "neighbour_offset": None,
+                                   "neighbour_weights": None, "damping": None, "note": ""}
     t = body["timings"]
     assert t["total_ms"] >= t["decode_ms"] >= 0 and t["frontend_ms"] >= 0 and t["model_ms"] >= 0
 
@@ -114,6 +117,7 @@ def test_csv_output(server):
     r = server.client.post("/v1/predict", params={"format": "csv"}, files={"file": ("site1.flac", data, "audio/wav")})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert r.headers["x-model-version"] == "1"
+    assert r.headers["x-postprocess"] == "smoothing=none; applied=false"
     rows = list(csv.reader(io.StringIO(r.text)))
     assert rows[0] == ["row_id", *DEFAULT_CODES]
     assert [row[0] for row in rows[1:]] == ["site1_5", "site1_10", "site1_15", "site1_20"]

@@ -105,7 +105,8 @@ def test_openapi_documents_every_field(server):
                                  "/healthz", "/readyz", "/metrics", "/v1/admin/reload",
                                  "/v1/admin/promote/{version}"}
     ours = ["PredictResponse", "WindowResult", "AudioSummary", "Timings", "ModelRef", "BatchResponse",
-            "BatchItem", "ErrorResponse", "ModelsResponse", "ModelVersionResponse", "ReloadResponse"]
+            "BatchItem", "ErrorResponse", "ModelsResponse", "ModelVersionResponse", "ReloadResponse",
+            "PostprocessReport", "Postprocess"]
     schemas = doc["components"]["schemas"]
     for name in ours:
         for field, spec in schemas[name]["properties"].items():

@@ -51,7 +51,8 @@ _ERRORS = {
 
 HopQuery = Annotated[float | None, Query(
     gt=0, le=60, description="Step between window starts in seconds (default: the model's window, 5 s). "
-    "Smaller than the window gives overlapping windows.", examples=[2.5])]
+    "Smaller than the window gives overlapping windows. A card's smoothing applies when the card's hop is a "
+    "whole multiple of it (the answer's `postprocess` says).", examples=[2.5])]
 ThresholdQuery = Annotated[float | None, Query(
     ge=0, le=1, description="Only report probabilities >= this (JSON only).", examples=[0.5])]
 TopKQuery = Annotated[int | None, Query(
@@ -80,10 +81,12 @@ def _options(hop_s: float | None, threshold: float | None, top_k: int | None, sp
 async def predict(request: Request, model: ModelDep, predictor: PredictorDep, hop_s: HopQuery = None,
                   threshold: ThresholdQuery = None, top_k: TopKQuery = None, species: SpeciesQuery = None,
                   format: FormatQuery = "json") -> PredictResponse | Response:
-    result = await predictor.predict(request, model, _options(hop_s, threshold, top_k, species, format))
+    opts = _options(hop_s, threshold, top_k, species, format)
+    result = await predictor.predict(request, model, opts)
     if isinstance(result, str):
         return Response(result, media_type="text/csv",
-                        headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version)})
+                        headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version),
+                                 "X-Postprocess": predictor.postprocess_header(model, opts)})
     return result
 
 
