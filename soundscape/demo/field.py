@@ -160,8 +160,8 @@ def _start_intervals(dur: float, quiet: tuple[float, float] | None) -> list[tupl
 
 def _draw_start(rng: np.random.Generator, intervals: Sequence[tuple[float, float]]) -> float:
     """A start time uniform over the union of ``intervals``."""
-    lengths = np.array([b - a for a, b in intervals])
-    u = float(rng.uniform(0.0, lengths.sum()))
+    lengths = [b - a for a, b in intervals]
+    u = float(rng.uniform(0.0, float(np.sum(lengths))))
     for (a, _), length in zip(intervals, lengths, strict=True):
         if u <= length:
             return a + u
