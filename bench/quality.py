@@ -114,7 +114,6 @@ def serve_and_predict(store: Path, data: Path, work: Path) -> dict[str, dict[str
     """POST every labelled soundscape to a real ``soundscape serve``; row_id -> {code: probability}."""
     import httpx
 
-    sys.path.insert(0, str(ROOT))
     from tests.utils.server import Server
 
     server = Server(work, store)
@@ -270,6 +269,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where quality.json and quality.md go.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(ROOT))  # this checkout's code, for us and for the server we start
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
     t0, load0 = time.perf_counter(), os.getloadavg()
     work = args.work_dir
