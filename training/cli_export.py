@@ -1,5 +1,8 @@
 """``soundscape export CHECKPOINT``: export a training checkpoint to ONNX, check it, register it.
 
+``soundscape export CKPT1 CKPT2 ... --ensemble`` exports several checkpoints with the same labels and front
+end as one ONNX graph (mean of the members' probabilities, concatenated embeddings), registered the same way.
+
 Exit codes: ``0`` registered, ``2`` bad input (missing checkpoint or audio, bad settings), ``1`` export or
 parity failure (nothing registered).
 """
@@ -17,7 +20,18 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="Training checkpoint (best.pt of a run).")
+    from training.export import ExportConfig
+
+    def tolerance(flag: str, field: str) -> None:
+        info = ExportConfig.model_fields[field]
+        parser.add_argument(flag, dest=field, type=float, default=info.default, help=info.description)
+
+    parser.add_argument("checkpoint", type=Path, nargs="+",
+                        help="Training checkpoint (best.pt of a run); several with --ensemble.")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="Export the checkpoints (at least two, same labels and front end) as ONE ONNX graph: "
+                             "its probabilities are the mean of the members' (logits = logit(mean of the "
+                             "sigmoids)), its embedding the members' embeddings concatenated. No int8.")
     parser.add_argument("--store", type=Path, default=default_store_path(), help="Model store root.")
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
     parser.add_argument("--quantize", choices=["int8"], default=None,
@@ -34,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soundscapes-dir", type=Path, default=None, help="Folder of the soundscapes.")
     parser.add_argument("--audio", type=Path, nargs="+", default=None,
                         help="Audio files/folders for the parity check when there are no soundscapes.")
-    parser.add_argument("--atol", type=float, default=1e-4, help="Largest |ONNX - PyTorch| allowed.")
+    tolerance("--prob-atol", "prob_atol")
+    tolerance("--atol", "atol")
+    tolerance("--rtol", "rtol")
     parser.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
                         help="torch.onnx exporter (auto: dynamo, TorchScript if dynamo cannot trace).")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17).")
@@ -46,16 +62,25 @@ def run(args: argparse.Namespace) -> int:
     from training.quantize import QuantizeConfig
     from training.register import publish
 
+    checkpoints = list(args.checkpoint)
+    if len(checkpoints) > 1 and not args.ensemble:
+        log.error("%d checkpoints given: pass --ensemble to export them as one averaged model, or give one",
+                  len(checkpoints))
+        return 2
+    if args.ensemble and len(checkpoints) < 2:
+        log.error("--ensemble needs at least two checkpoints, got %d", len(checkpoints))
+        return 2
     try:
-        export_cfg = ExportConfig(opset=args.opset, exporter=args.exporter, atol=args.atol)
+        export_cfg = ExportConfig(opset=args.opset, exporter=args.exporter, prob_atol=args.prob_atol,
+                                  atol=args.atol, rtol=args.rtol)
         quantize_cfg = QuantizeConfig(mode=args.quantize_mode, metric=args.metric, tolerance=args.tolerance)
         result = publish(
-            args.checkpoint, ModelStore(args.store), name=args.name, quantize=args.quantize == "int8",
-            promote=args.promote, parent_version=args.parent_version, soundscapes_labels=args.soundscapes_labels,
-            soundscapes_dir=args.soundscapes_dir, audio=args.audio, export_cfg=export_cfg,
-            quantize_cfg=quantize_cfg,
+            checkpoints if args.ensemble else checkpoints[0], ModelStore(args.store), name=args.name,
+            quantize=args.quantize == "int8", promote=args.promote, parent_version=args.parent_version,
+            soundscapes_labels=args.soundscapes_labels, soundscapes_dir=args.soundscapes_dir, audio=args.audio,
+            export_cfg=export_cfg, quantize_cfg=quantize_cfg,
         )
-    except (ValueError, FileNotFoundError, StoreError) as exc:
+    except (ValueError, FileNotFoundError, StoreError) as exc:  # pydantic's ValidationError is a ValueError
         log.error("%s", exc)
         return 2
     except ExportError as exc:
@@ -64,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     card = result.card
     summary = {
         "name": card.name, "version": card.version, "precision": card.precision, "promoted": args.promote,
-        "sha256": card.sha256, "metrics": card.metrics, "exporter": result.export.exporter,
-        "parity_max_abs_diff_logits": result.export.max_abs_diff_logits,
+        "architecture": card.architecture, "sha256": card.sha256, "metrics": card.metrics,
+        "exporter": result.export.exporter, "parity_max_abs_diff_logits": result.export.max_abs_diff_logits,
+        "parity": result.export.parity(),
         "quantization": result.quantization.message if result.quantization else None,
         "path": str(Path(args.store) / card.name / f"v{card.version}"),
     }

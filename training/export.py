@@ -12,8 +12,20 @@ which also runs the onnxscript optimiser (constant folding, BatchNorm folded int
 weights to a separate ``.onnx.data`` file unless ``external_data=False``. We use it with
 ``external_data=False`` so the store keeps one self-contained file; architectures that ``torch.export``
 cannot trace fall back to the TorchScript exporter (``do_constant_folding=True``) in ``"auto"`` mode.
-Either way the result must match PyTorch within ``atol`` on real windows, or :class:`ExportError` is
-raised and nothing is left at the output path.
+Either way the result must match PyTorch on real windows, or :class:`ExportError` is raised and nothing is
+left at the output path.
+
+Parity (:class:`ExportConfig`): the probabilities (sigmoid of the logits, what the service returns) must agree
+within an absolute ``prob_atol``; logits and embeddings element-wise within ``atol + rtol * |PyTorch|``.
+Logits are unbounded and float32 rounding grows with their size: a correct fine-tuned model with logits
+of tens differs between ONNX Runtime and PyTorch by ~1e-4 (BatchNorm folded into Conv, other summation
+orders), so a purely absolute bound refuses it, while a wrong weight is off by orders of magnitude more.
+
+Ensembles: ``export_onnx([m1, m2, ...])`` writes K models as one graph with the same signature; its
+``logits`` are ``logit(mean_k sigmoid(logits_k))`` (computed in the log domain, finite for any logits), so
+the card's ``output_activation: sigmoid`` gives the mean probability, and its ``embedding`` is the
+concatenation of the members' embeddings in member order. The reference for the parity check is the mean
+of the PyTorch members' sigmoids.
 """
 
 from __future__ import annotations
@@ -35,10 +47,14 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "ENSEMBLE_COMBINE",
     "ExportConfig",
     "ExportError",
     "ExportResult",
     "audio_files",
+    "check_ensemble_members",
+    "combine_members",
+    "ensemble_architecture",
     "export_onnx",
     "model_from_checkpoint",
     "real_images",
@@ -48,6 +64,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
+ENSEMBLE_COMBINE = "logits = logit(mean of the members' sigmoids); embedding = concatenation in member order"
 
 
 class ExportError(RuntimeError):
@@ -62,7 +79,14 @@ class ExportConfig(BaseModel):
     opset: int = Field(18, ge=17, le=21, description="ONNX opset.")
     exporter: Literal["auto", "dynamo", "torchscript"] = Field(
         "auto", description="'dynamo' (torch.export), 'torchscript' (legacy), or dynamo falling back to it.")
-    atol: float = Field(1e-4, gt=0, description="Largest allowed |ONNX - PyTorch| on logits and embeddings.")
+    prob_atol: float = Field(
+        1e-4, gt=0, description="Largest allowed |ONNX - PyTorch| on the probabilities (sigmoid of the logits).")
+    atol: float = Field(
+        1e-4, gt=0, description="Absolute part of the logits and embedding tolerance: every element must satisfy "
+                                "|ONNX - PyTorch| <= atol + rtol * |PyTorch|.")
+    rtol: float = Field(
+        1e-3, ge=0, description="Relative part of the logits and embedding tolerance (float32 rounding grows with "
+                                "the value; a wrong weight is off by far more).")
     parity_windows: int = Field(16, ge=2, description="Real audio windows used for the parity check.")
 
 
@@ -78,6 +102,64 @@ class ExportResult:
     max_abs_diff_embedding: float
     parity_windows: int
     seconds: float
+    max_abs_diff_probabilities: float = 0.0
+    max_rel_diff_logits: float = 0.0
+    max_rel_diff_embedding: float = 0.0
+    tolerance_used: float = 0.0
+    members: int = 1
+    member_embedding_dims: tuple[int, ...] = ()
+
+    def parity(self) -> dict[str, float | int | str]:
+        """The measured differences, for the card's ``training.export``.
+
+        ``max_rel_diff_*`` is the largest ``|ONNX - PyTorch| / (|PyTorch| + atol / rtol)``: the relative
+        difference, with values near zero judged against ``atol`` (the check accepts exactly when it is at
+        most ``rtol``); ``tolerance_used`` is the largest ``|diff| / allowed`` over the three tensors (at most 1
+        when accepted).
+        """
+        return {"exporter": self.exporter, "parity_windows": self.parity_windows,
+                "max_abs_diff_logits": self.max_abs_diff_logits, "max_rel_diff_logits": self.max_rel_diff_logits,
+                "max_abs_diff_embedding": self.max_abs_diff_embedding,
+                "max_rel_diff_embedding": self.max_rel_diff_embedding,
+                "max_abs_diff_probabilities": self.max_abs_diff_probabilities,
+                "tolerance_used": self.tolerance_used}
+
+
+@dataclass(frozen=True)
+class _Diff:
+    """How one output tensor of ONNX Runtime compares with PyTorch's."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    ratio: float  # largest |diff| / allowed; inf where ONNX gave NaN or inf
+    index: tuple[int, ...]
+    got: float
+    ref: float
+    allowed: float
+    rule: str
+
+    def describe(self) -> str:
+        where = ", ".join(map(str, self.index))
+        return (f"{self.name}[{where}] = {self.got:.6g} vs PyTorch {self.ref:.6g} "
+                f"(|diff| {abs(self.got - self.ref):.3g} > allowed {self.allowed:.3g} = {self.rule})")
+
+
+def _compare(name: str, got: np.ndarray, ref: np.ndarray, *, atol: float, rtol: float) -> _Diff:
+    """Element-wise ``|got - ref| <= atol + rtol * |ref|``; the worst element and the largest differences."""
+    got64, ref64 = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    diff = np.abs(got64 - ref64)
+    allowed = atol + rtol * np.abs(ref64)
+    with np.errstate(invalid="ignore"):
+        ratio = np.where(np.isfinite(diff), diff / allowed, np.inf)
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+    finite = bool(np.isfinite(diff).all())
+    rule = f"atol {atol:g} + rtol {rtol:g} * |{ref64[worst]:.4g}|" if rtol else f"atol {atol:g}"
+    return _Diff(name=name, max_abs=float(diff.max()) if finite else float("nan"),
+                 max_rel=float((diff / (np.abs(ref64) + (atol / rtol if rtol else 0.0))).max()) if finite and rtol
+                 else float("nan") if not finite else 0.0,
+                 ratio=float(ratio[worst]), index=worst, got=float(got64[worst]), ref=float(ref64[worst]),
+                 allowed=float(allowed[worst]), rule=rule)
 
 
 def audio_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -154,6 +236,39 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     return model.eval()
 
 
+def ensemble_architecture(archs: Sequence[str]) -> str:
+    """The card's architecture of an ensemble, e.g. ``ensemble[tf_efficientnet_lite0,tf_efficientnet_lite0]``."""
+    return f"ensemble[{','.join(archs)}]"
+
+
+def check_ensemble_members(ckpts: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> None:
+    """Refuse an ensemble whose members do not share labels (same codes, same order) and front end.
+
+    Args:
+        ckpts (Sequence[dict]): training checkpoints (format 1), at least two.
+        names (Sequence[str], optional): how to call them in messages (e.g. their paths).
+
+    Raises:
+        ValueError: fewer than two members, or a member with other labels or another front end.
+    """
+    names = list(names or [f"member {i}" for i in range(len(ckpts))])
+    if len(ckpts) < 2:
+        raise ValueError(f"an ensemble needs at least two checkpoints, got {len(ckpts)}")
+    codes = [[lab["code"] for lab in c["labels"]] for c in ckpts]
+    frontends = [FrontendConfig.model_validate(c["frontend"]) for c in ckpts]
+    for i in range(1, len(ckpts)):
+        if codes[i] != codes[0]:
+            how = "in another order" if sorted(codes[i]) == sorted(codes[0]) else (
+                f"{sorted(set(codes[i]) ^ set(codes[0]))[:5]} not in both")
+            raise ValueError(f"ensemble members must share labels: {names[i]} has {len(codes[i])} labels, "
+                             f"{names[0]} {len(codes[0])} ({how})")
+        if frontends[i] != frontends[0]:
+            changed = {k: (v, frontends[i].model_dump()[k]) for k, v in frontends[0].model_dump().items()
+                       if frontends[i].model_dump()[k] != v}
+            raise ValueError(f"ensemble members must share the front end: {names[i]} differs from {names[0]} "
+                             f"in {changed}")
+
+
 def _wrapper(model: torch.nn.Module) -> torch.nn.Module:
     import torch
 
@@ -167,6 +282,50 @@ def _wrapper(model: torch.nn.Module) -> torch.nn.Module:
             return self.inner.get_classifier()(embedding), embedding
 
     return LogitsAndEmbedding(model).eval()
+
+
+def combine_members(logits: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble's outputs from its members': ``logit(mean_k sigmoid(z_k))`` and the concatenated embeddings.
+
+    ``log p = logsumexp_k(-softplus(-z_k)) - log K`` and ``log(1 - p) = logsumexp_k(-softplus(z_k)) - log K``,
+    so ``logit(p)`` is the difference of the two log-sum-exps: no float32 ``p`` that rounds to 0 or 1, so
+    finite logits even when every member is sure.
+    """
+    import torch
+    from torch.nn.functional import softplus
+
+    z = torch.stack(list(logits))  # (K, B, C)
+    return (torch.logsumexp(-softplus(-z), dim=0) - torch.logsumexp(-softplus(z), dim=0),
+            torch.cat(list(embeddings), dim=1))
+
+
+def _ensemble(members: Sequence[torch.nn.Module]) -> torch.nn.Module:
+    import torch
+
+    class Ensemble(torch.nn.Module):
+        def __init__(self, wrapped: Sequence[torch.nn.Module]) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(wrapped)
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            outs = [m(image) for m in self.members]
+            return combine_members([o[0] for o in outs], [o[1] for o in outs])
+
+    return Ensemble([_wrapper(m) for m in members]).eval()
+
+
+def _reference(members: Sequence[torch.nn.Module], images: np.ndarray) -> dict[str, np.ndarray]:
+    """PyTorch's logits, embeddings and probabilities (the mean of the members' sigmoids) on ``images``."""
+    import torch
+
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        outs = [_wrapper(m)(x) for m in members]
+        logits, emb = combine_members([o[0] for o in outs], [o[1] for o in outs]) if len(outs) > 1 else outs[0]
+        probs = torch.stack([torch.sigmoid(o[0].double()) for o in outs]).mean(0)
+    return {"logits": logits.numpy(), "embedding": emb.numpy(), "probabilities": probs.numpy(),
+            "member_dims": np.array([o[1].shape[1] for o in outs])}
 
 
 def _export(wrapped: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
@@ -213,33 +372,45 @@ def _ort_outputs(path: Path, images: np.ndarray) -> list[np.ndarray]:
     return session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, images: np.ndarray,
+def _sigmoid64(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def export_onnx(model: torch.nn.Module | Sequence[torch.nn.Module], path: str | Path, images: np.ndarray,
                 cfg: ExportConfig | None = None) -> ExportResult:
-    """Export ``model`` to ONNX and check it against PyTorch on ``images``.
+    """Export ``model`` (or an ensemble of models) to ONNX and check it against PyTorch on ``images``.
 
     Args:
-        model (torch.nn.Module): a timm classifier, ``(B, 1, n_mels, T)`` -> logits ``(B, C)``.
+        model (torch.nn.Module | Sequence[torch.nn.Module]): a timm classifier, ``(B, 1, n_mels, T)`` -> logits
+            ``(B, C)``; or several sharing labels and input, exported as one ensemble graph (see the module
+            docstring).
         path (str | Path): the ``.onnx`` file to write.
         images (np.ndarray): ``(B, 1, n_mels, T)`` float32 real inputs for the check (see
             :func:`real_images`); checked whole and as a batch of one, so the batch axis is proven dynamic.
-        cfg (ExportConfig, optional): exporter, opset and tolerance.
+        cfg (ExportConfig, optional): exporter, opset and tolerances.
 
     Returns:
         ExportResult: the file, the exporter used and the largest differences seen.
 
     Raises:
-        ExportError: the exporter failed, or ONNX Runtime differs from PyTorch by more than ``cfg.atol``
-            (the file is deleted).
-        ValueError: ``images`` has the wrong shape.
+        ExportError: the exporter failed, or ONNX Runtime differs from PyTorch by more than the tolerances
+            (the file is deleted; the message names the worst tensor and element).
+        ValueError: ``images`` has the wrong shape, or an empty list of models.
     """
     import torch
 
     cfg = cfg or ExportConfig()
     path = Path(path)
+    members = [model] if isinstance(model, torch.nn.Module) else list(model)
+    if not members:
+        raise ValueError("no model to export")
+    members = [m.eval() for m in members]
     images = np.ascontiguousarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[1] != 1 or len(images) < 1:
         raise ValueError(f"images must be (batch, 1, n_mels, n_frames), got {images.shape}")
-    wrapped = _wrapper(model.eval())
+    wrapped = _wrapper(members[0]) if len(members) == 1 else _ensemble(members)
+    what = type(members[0]).__name__ if len(members) == 1 else f"an ensemble of {len(members)} models"
     # a batch of 2 as the example, so torch.export does not specialise the batch axis to 1
     example = torch.from_numpy(np.concatenate([images, images])[:2].copy())
     t0 = time.perf_counter()
@@ -260,11 +431,10 @@ def export_onnx(model: torch.nn.Module, path: str | Path, images: np.ndarray,
             _export(wrapped, example, path, "torchscript", cfg.opset)
     except Exception as exc:
         path.unlink(missing_ok=True)
-        raise ExportError(f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {exc})") from exc
+        raise ExportError(f"ONNX export of {what} failed ({type(exc).__name__}: {exc})") from exc
     seconds = time.perf_counter() - t0
 
-    with torch.no_grad():
-        ref_logits, ref_emb = (t.numpy() for t in wrapped(torch.from_numpy(images)))
+    ref = _reference(members, images)
     try:
         logits, emb = _ort_outputs(path, images)
         one_logits, _ = _ort_outputs(path, images[:1])
@@ -274,20 +444,35 @@ def export_onnx(model: torch.nn.Module, path: str | Path, images: np.ndarray,
     except Exception as exc:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: ONNX Runtime cannot run the exported model ({exc})") from exc
-    if logits.shape != ref_logits.shape or emb.shape != ref_emb.shape:
+    if logits.shape != ref["logits"].shape or emb.shape != ref["embedding"].shape:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: ONNX output shapes {logits.shape}, {emb.shape} differ from PyTorch's "
-                          f"{ref_logits.shape}, {ref_emb.shape}")
-    d_logits = float(max(np.abs(logits - ref_logits).max(), np.abs(one_logits - ref_logits[:1]).max()))
-    d_emb = float(np.abs(emb - ref_emb).max())
-    if not (d_logits <= cfg.atol and d_emb <= cfg.atol):  # also catches NaN
+                          f"{ref['logits'].shape}, {ref['embedding'].shape}")
+    all_logits = np.concatenate([logits, one_logits])  # the batch of one is checked too
+    diffs = [
+        _compare("logits", all_logits, np.concatenate([ref["logits"], ref["logits"][:1]]),
+                 atol=cfg.atol, rtol=cfg.rtol),
+        _compare("embedding", emb, ref["embedding"], atol=cfg.atol, rtol=cfg.rtol),
+        _compare("probabilities", _sigmoid64(all_logits),
+                 np.concatenate([ref["probabilities"], ref["probabilities"][:1]]), atol=cfg.prob_atol, rtol=0.0),
+    ]
+    d = {x.name: x for x in diffs}
+    worst = max(diffs, key=lambda x: x.ratio)
+    measured = (f"max |diff| logits {d['logits'].max_abs:.3g} (rel {d['logits'].max_rel:.3g}), embedding "
+                f"{d['embedding'].max_abs:.3g} (rel {d['embedding'].max_rel:.3g}), probabilities "
+                f"{d['probabilities'].max_abs:.3g}")
+    if not worst.ratio <= 1.0:  # also catches NaN
         path.unlink(missing_ok=True)
         raise ExportError(
-            f"ONNX Runtime and PyTorch disagree on {len(images)} real windows: max |diff| logits {d_logits:.3g}, "
-            f"embedding {d_emb:.3g} > atol {cfg.atol:g} (exporter {used}); nothing was written"
+            f"ONNX Runtime and PyTorch disagree on {len(images)} real windows (exporter {used}): worst is "
+            f"{worst.describe()}; {measured}; nothing was written"
         )
-    log.info("exported %s with %s in %.1f s; parity on %d windows: logits %.2g, embedding %.2g",
-             path.name, used, seconds, len(images), d_logits, d_emb)
+    log.info("exported %s (%s) with %s in %.1f s; parity on %d windows: %s (%.0f%% of the tolerance)",
+             path.name, what, used, seconds, len(images), measured, 100 * worst.ratio)
     return ExportResult(path=path, exporter=used, n_labels=int(logits.shape[1]), embedding_dim=int(emb.shape[1]),
-                        max_abs_diff_logits=d_logits, max_abs_diff_embedding=d_emb,
-                        parity_windows=len(images), seconds=seconds)
+                        max_abs_diff_logits=d["logits"].max_abs, max_abs_diff_embedding=d["embedding"].max_abs,
+                        parity_windows=len(images), seconds=seconds,
+                        max_abs_diff_probabilities=d["probabilities"].max_abs,
+                        max_rel_diff_logits=d["logits"].max_rel, max_rel_diff_embedding=d["embedding"].max_rel,
+                        tolerance_used=worst.ratio, members=len(members),
+                        member_embedding_dims=tuple(int(x) for x in ref["member_dims"]))

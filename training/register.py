@@ -12,6 +12,13 @@
    ``curves.png`` of the run as extra files), promoted or not.
 
 Nothing is registered when any step fails.
+
+Given several checkpoints, :func:`publish` registers an ensemble through the same steps: the members must
+share labels and front end; they are exported as one graph (:func:`training.export.export_onnx`, mean of the
+members' probabilities, concatenated embeddings), the card's architecture is ``ensemble[arch1,arch2,...]``
+and ``card.training["ensemble"]`` lists the member checkpoints. Validation windows and parity audio come
+from the first member's training data. int8 is refused for ensembles: the quantizer keeps one stem and one
+classifier in fp32 (not one per member) and would put the members' combination on a uint8 scale.
 """
 
 from __future__ import annotations
@@ -30,7 +37,16 @@ from model_store import DataSummary, Label, ModelCard, ModelStore, TensorSpec, V
 from soundscape.audio import Frontend, FrontendConfig
 
 from .evaluate import Evaluation, ValidationData, evaluate_model, load_validation, unregistered_model
-from .export import ExportConfig, ExportResult, export_onnx, model_from_checkpoint, real_images
+from .export import (
+    ENSEMBLE_COMBINE,
+    ExportConfig,
+    ExportResult,
+    check_ensemble_members,
+    ensemble_architecture,
+    export_onnx,
+    model_from_checkpoint,
+    real_images,
+)
 from .quantize import QuantizeConfig, QuantizeReport, quantize_and_check
 
 __all__ = ["PublishResult", "build_card", "publish", "spread_images"]
@@ -59,14 +75,24 @@ class PublishResult:
     validation: ValidationData | None
 
 
-def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, precision: str = "fp32",
-               metrics: dict[str, float] | None = None, per_species_ap: dict[str, float] | None = None,
-               parent_version: int | None = None, extra_training: dict[str, Any] | None = None,
-               notes: str = "") -> ModelCard:
-    """The model card of an exported checkpoint (version and sha256 are filled in by the store).
+def _checkpoint_metrics(ckpt: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in (ckpt.get("metrics") or {}).items()
+            if isinstance(v, int | float) and np.isfinite(v)}
+
+
+def build_card(ckpt: dict[str, Any] | Sequence[dict[str, Any]], exported: ExportResult, *, name: str,
+               precision: str = "fp32", metrics: dict[str, float] | None = None,
+               per_species_ap: dict[str, float] | None = None, parent_version: int | None = None,
+               extra_training: dict[str, Any] | None = None, notes: str = "",
+               member_paths: Sequence[str | os.PathLike] | None = None) -> ModelCard:
+    """The model card of an exported checkpoint or ensemble (version and sha256 are filled in by the store).
+
+    An ensemble's card takes labels, front end, data summary and validation info from its first member;
+    its metrics are empty until scored (members' checkpoint metrics are not the ensemble's); its
+    architecture is ``ensemble[...]`` and ``training["ensemble"]`` describes every member.
 
     Args:
-        ckpt (dict): the training checkpoint (format 1).
+        ckpt (dict | Sequence[dict]): the training checkpoint (format 1), or the members of an ensemble.
         exported (ExportResult): from :func:`training.export.export_onnx`.
         name (str): model name in the store.
         precision (str): ``fp32`` or ``int8``. (Default: ``"fp32"``)
@@ -75,21 +101,43 @@ def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, preci
         parent_version (int, optional): the version this model replaces or was fine-tuned from.
         extra_training (dict, optional): more entries for ``card.training`` (export, quantization...).
         notes (str): free text.
+        member_paths (Sequence[path], optional): the members' checkpoint files, recorded in the card.
+
+    Raises:
+        ValueError: the export does not match the labels, or ensemble members differ in labels or front end.
     """
+    members = [ckpt] if isinstance(ckpt, dict) else list(ckpt)
+    paths = [str(p) for p in member_paths] if member_paths is not None else [""] * len(members)
+    if len(members) > 1:
+        check_ensemble_members(members, paths if member_paths is not None else None)
+    ckpt = members[0]
     frontend = FrontendConfig.model_validate(ckpt["frontend"])
     labels = [Label(code=lab["code"], common_name=lab.get("common_name", ""),
                     scientific_name=lab.get("scientific_name", "")) for lab in ckpt["labels"]]
     if exported.n_labels != len(labels):
         raise ValueError(f"the exported model has {exported.n_labels} outputs but the checkpoint "
                          f"lists {len(labels)} labels")
-    ckpt_metrics = {k: float(v) for k, v in (ckpt.get("metrics") or {}).items()
-                    if isinstance(v, int | float) and np.isfinite(v)}
-    training = {
-        "train_config": ckpt.get("train_config", {}),
-        "epoch": ckpt.get("epoch"),
-        "checkpoint_metrics": ckpt_metrics,
-        **(extra_training or {}),
-    }
+    if len(members) == 1:
+        architecture = str(ckpt["arch"])
+        ckpt_metrics = _checkpoint_metrics(ckpt)
+        ckpt_ap = {k: float(v) for k, v in (ckpt.get("per_species_ap") or {}).items() if np.isfinite(v)}
+        training: dict[str, Any] = {
+            "train_config": ckpt.get("train_config", {}),
+            "epoch": ckpt.get("epoch"),
+            "checkpoint_metrics": ckpt_metrics,
+        }
+    else:
+        architecture = ensemble_architecture([str(m["arch"]) for m in members])
+        ckpt_metrics, ckpt_ap = {}, {}
+        dims = list(exported.member_embedding_dims) or [None] * len(members)
+        training = {"ensemble": {
+            "combine": ENSEMBLE_COMBINE,
+            "members": [{"checkpoint": path, "arch": str(m["arch"]), "epoch": m.get("epoch"),
+                         "checkpoint_metrics": _checkpoint_metrics(m), "embedding_dim": dim,
+                         "train_config": m.get("train_config", {})}
+                        for m, path, dim in zip(members, paths, dims, strict=True)],
+        }}
+    training.update(extra_training or {})
     info = ckpt.get("validation") or {}
     validation = ValidationInfo(selected_by=str(info.get("selected_by", "")), monitor=str(info.get("monitor", "")),
                                 metrics_from=str(info.get("selected_by", "")),  # until publish scores the ONNX file
@@ -98,7 +146,7 @@ def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, preci
         name=name,
         labels=labels,
         frontend=frontend,
-        architecture=str(ckpt["arch"]),
+        architecture=architecture,
         inputs=[TensorSpec(name="image", shape=[None, *frontend.image_shape])],
         outputs=[TensorSpec(name="logits", shape=[None, len(labels)]),
                  TensorSpec(name="embedding", shape=[None, exported.embedding_dim])],
@@ -106,8 +154,7 @@ def build_card(ckpt: dict[str, Any], exported: ExportResult, *, name: str, preci
         precision=precision,
         data=DataSummary.model_validate(ckpt.get("data") or {}),
         metrics=metrics if metrics is not None else ckpt_metrics,
-        per_species_ap=per_species_ap if per_species_ap is not None else {
-            k: float(v) for k, v in (ckpt.get("per_species_ap") or {}).items() if np.isfinite(v)},
+        per_species_ap=per_species_ap if per_species_ap is not None else ckpt_ap,
         training=training,
         validation=validation,
         parent_version=parent_version,
@@ -139,16 +186,17 @@ def _selection_validation(ckpt: dict[str, Any], codes: list[str],
         return None
 
 
-def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "birds", quantize: bool = False,
-            promote: bool = False, parent_version: int | None = None,
+def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: ModelStore, *, name: str = "birds",
+            quantize: bool = False, promote: bool = False, parent_version: int | None = None,
             soundscapes_labels: str | os.PathLike | None = None, soundscapes_dir: str | os.PathLike | None = None,
             audio: Sequence[str | os.PathLike] | None = None, validation: ValidationData | None = None,
             cache_dir: str | os.PathLike | None = None, export_cfg: ExportConfig | None = None,
             quantize_cfg: QuantizeConfig | None = None, notes: str = "") -> PublishResult:
-    """Export a checkpoint, check it, optionally quantize it, and register it.
+    """Export a checkpoint (or an ensemble of checkpoints), check it, optionally quantize it, and register it.
 
     Args:
-        checkpoint (path): ``best.pt`` of a run (format 1).
+        checkpoint (path | Sequence[path]): ``best.pt`` of a run (format 1); a list of two or more is exported
+            and registered as one ensemble model (see the module docstring), a list of one as that model.
         store (ModelStore): destination store.
         name (str): model name. (Default: ``"birds"``)
         quantize (bool): try int8; kept only when the metric drops by at most the tolerance.
@@ -169,15 +217,25 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
         PublishResult: the registered card and the reports.
 
     Raises:
-        ValueError: bad input (no real audio for the parity check, int8 asked without soundscapes...).
+        ValueError: bad input (no real audio for the parity check, int8 asked without soundscapes or for an
+            ensemble, ensemble members with other labels or front ends...).
         training.export.ExportError: export or parity failed; nothing was registered.
     """
     from training.checkpoint import load_checkpoint
 
     export_cfg = export_cfg or ExportConfig()
     quantize_cfg = quantize_cfg or QuantizeConfig()
-    checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
+    paths = [Path(checkpoint)] if isinstance(checkpoint, str | os.PathLike) else [Path(c) for c in checkpoint]
+    if not paths:
+        raise ValueError("no checkpoint to publish")
+    if len(paths) > 1 and quantize:
+        raise ValueError("int8 quantization of an ensemble is not supported (the quantizer would keep only one "
+                         "member's stem and classifier in fp32 and put the members' combination on a uint8 "
+                         "scale); publish the ensemble in fp32, or quantize single models")
+    members = [load_checkpoint(p) for p in paths]
+    if len(members) > 1:
+        check_ensemble_members(members, [str(p) for p in paths])
+    checkpoint, ckpt = paths[0], members[0]  # labels, front end and training data of the (first) model
     frontend = FrontendConfig.model_validate(ckpt["frontend"])
     codes = [lab["code"] for lab in ckpt["labels"]]
     if (soundscapes_labels is None) != (soundscapes_dir is None):
@@ -207,16 +265,16 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
             raise ValueError("int8 quantization needs validation windows to check the metric (the training data "
                              "is gone); pass --soundscapes-labels and --soundscapes-dir, or drop --quantize")
 
-        model = model_from_checkpoint(ckpt)
+        models = [model_from_checkpoint(m) for m in members]
         fp32_path = tmp / "model.fp32.onnx"
-        exported = export_onnx(model, fp32_path, images, export_cfg)
-        extra = {"export": {"exporter": exported.exporter, "opset": export_cfg.opset,
-                            "parity_windows": exported.parity_windows,
-                            "max_abs_diff_logits": exported.max_abs_diff_logits,
-                            "max_abs_diff_embedding": exported.max_abs_diff_embedding},
-                 "checkpoint": str(checkpoint)}
-        card = build_card(ckpt, exported, name=name, parent_version=parent_version, extra_training=extra,
-                          notes=notes)
+        exported = export_onnx(models[0] if len(models) == 1 else models, fp32_path, images, export_cfg)
+        extra: dict[str, Any] = {"export": {**exported.parity(), "opset": export_cfg.opset,
+                                            "tolerances": {"prob_atol": export_cfg.prob_atol,
+                                                           "atol": export_cfg.atol, "rtol": export_cfg.rtol}}}
+        if len(members) == 1:
+            extra["checkpoint"] = str(checkpoint)
+        card = build_card(members, exported, name=name, parent_version=parent_version, extra_training=extra,
+                          notes=notes, member_paths=paths)
 
         evaluation = None
         chosen, report = fp32_path, None
@@ -249,8 +307,10 @@ def publish(checkpoint: str | os.PathLike, store: ModelStore, *, name: str = "bi
             if validation.kind == "soundscapes":
                 update["data"] = card.data.model_copy(update={"val_soundscapes": validation.n_soundscapes})
         card = card.model_copy(update=update)
-        run_dir = checkpoint.parent
-        extra_files = {f: run_dir / f for f in RUN_FILES if (run_dir / f).is_file()}
+        # the run's metrics.csv / curves.png; an ensemble keeps each member's as member<i>-<file>
+        prefixes = [""] if len(paths) == 1 else [f"member{i}-" for i in range(len(paths))]
+        extra_files = {prefix + f: path.parent / f for prefix, path in zip(prefixes, paths, strict=True)
+                       for f in RUN_FILES if (path.parent / f).is_file()}
         registered = store.register(card, chosen, promote=promote, extra_files=extra_files)
     log.info("registered %s v%d (%s, %.1f MB)%s", registered.name, registered.version, registered.precision,
              store.version_dir(name, registered.version).joinpath("model.onnx").stat().st_size / 1e6,
