@@ -3,13 +3,36 @@
 Every step is switched on by a probability in :class:`~training.config.AugmentConfig` and draws its
 randomness from one seeded :class:`Augmenter` (a numpy ``Generator`` for decisions and parameters, a
 torch ``Generator`` for noise), so a seed gives the same augmented batches, and the state is saved in
-checkpoints for an exact resume. Images come only from :class:`soundscape.audio.transforms.LogMelSpectrogram`.
+checkpoints for an exact resume. A step whose probability is 0 draws nothing, so switching it off leaves
+the other steps' draws (and the batch, when all are off) exactly as they were. Images come only from
+:class:`soundscape.audio.transforms.LogMelSpectrogram`.
 
-Waveform steps, in order: time shift (circular), speed (``torchaudio.functional.speed``, tempo and
-pitch; cropped or padded back to the window), pitch shift (tempo kept), background mixing at a random SNR,
-coloured noise (white, pink = 1/f, brown = 1/f^2 power) at a random SNR (both mixed with
-``torchaudio.functional.add_noise``, which sets the SNR exactly), gain. Gain is mostly undone by the
-front end's per-window normalisation; it matters with ``normalize="none"`` and through ``top_db``.
+Waveform steps, in order (the path of a call to a field recorder):
+
+1. the source: time shift (circular), speed (``torchaudio.functional.speed``, tempo and pitch; cropped or
+   padded back to the window), pitch shift (tempo kept);
+2. the far field, with :mod:`soundscape.propagation` (the model the pseudo-soundscape validation uses): a
+   distance drawn log-uniformly in ``distance_m``; **distance low-pass** at ``lowpass_cutoff_hz(d)`` and
+   **reverberation** (``propagate``: the low-passed call convolved with ``reverb_ir``, RT60 from
+   ``reverb_rt60_s``, DRR ``drr_for_distance(d)`` or drawn), cut back to the window. One uniform number
+   per sample decides both (``u < lowpass_p``, ``u < reverb_p``), so equal probabilities treat the same
+   samples, like a far call;
+3. **multi-clip mixing**: 1..``multiclip_max`` other clips of the batch that share no label with the sample
+   (so never the sample itself, nor another crop of the same clip), each at ``multiclip_db`` relative to
+   the sample (full-band energy); targets: union (max);
+4. **bed mixing**: a random crop of one of the beds (backgrounds and the site's unlabelled recordings,
+   :func:`load_beds`) added at an SNR from ``background_snr_db`` measured as the pseudo-soundscapes
+   measure it: 1-11 kHz band power over the sample's active frames (``active_mask``, ``gain_for_snr``);
+   a bed with a target (``bed_targets``) adds it (max);
+5. the recorder: random **high-pass** (2nd-order Butterworth) and random **EQ** (``eq_filters`` biquads,
+   each a peaking, low-shelf or high-shelf filter, RBJ cookbook, ``eq_gain_db``), then coloured noise
+   (white, pink = 1/f, brown = 1/f^2 power) at a random full-band SNR (``torchaudio.functional.add_noise``,
+   which sets the SNR exactly), gain. Gain is mostly undone by the front end's per-window normalisation;
+   it matters with ``normalize="none"`` and through ``top_db``.
+
+Steps 2, 4 and 5 run in numpy/scipy on the CPU (per selected sample; scipy's FFT convolution and IIR
+filters are several times faster than torch's on this 2-core CPU: 16 reverberations of 5 s at 32 kHz in
+21 ms with scipy, 208 ms with ``torch.fft``), steps 2-5 all on the CPU, in place on one copy of the batch.
 
 Pitch shift: ``torchaudio.functional.pitch_shift`` resamples by ``sample_rate / 2**(n/12)``, a ratio with
 no small common divisor at 32 kHz, so its polyphase kernel is huge: about 1.5 s per 5 s clip on this 2-core CPU
@@ -32,8 +55,19 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.signal
 import torch
 import torchaudio
+
+from soundscape.propagation import (
+    Propagation,
+    _lowpass,  # the distance low-pass of the propagation model (one filter for validation and training)
+    active_mask,
+    drr_for_distance,
+    gain_for_snr,
+    lowpass_cutoff_hz,
+    propagate,
+)
 
 from .config import AugmentConfig
 from .data import crop, list_audio_files
@@ -42,8 +76,8 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import AudioCache, ProblemReport
 
-__all__ = ["MAX_TRAINING_BEDS", "Augmenter", "colored_noise", "cutmix", "load_beds", "mix_at_snr", "mixup",
-           "pitch_shift", "snr_db"]
+__all__ = ["MAX_TRAINING_BEDS", "Augmenter", "biquad", "colored_noise", "cutmix", "load_beds", "mix_at_snr",
+           "mixup", "pitch_shift", "snr_db"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +169,40 @@ def pitch_shift(x: torch.Tensor, semitones: float, *, n_fft: int = 512) -> torch
     up, down = _ratio(factor)  # resample by 1/factor: back to the original length, pitch x factor
     y = torchaudio.functional.resample(y, orig_freq=up, new_freq=down)
     return _fit(y, x.shape[-1])
+
+
+def biquad(kind: str, freq_hz: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:
+    """One EQ filter as a second-order section (Robert Bristow-Johnson's Audio EQ Cookbook).
+
+    Args:
+        kind (str): ``peak``, ``lowshelf`` or ``highshelf``.
+        freq_hz (float): centre (peak) or corner (shelf) frequency; below ``sample_rate / 2``.
+        gain_db (float): gain at the centre, or of the shelf.
+        q (float): quality factor (a shelf with ``q = 1/sqrt(2)`` has no overshoot).
+        sample_rate (int): Hz.
+
+    Returns:
+        np.ndarray: ``(1, 6)`` ``[b0, b1, b2, 1, a1, a2]`` for ``scipy.signal.sosfilt``.
+    """
+    a = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * freq_hz / sample_rate
+    cos, alpha = math.cos(w0), math.sin(w0) / (2 * q)
+    if kind == "peak":
+        b = [1 + alpha * a, -2 * cos, 1 - alpha * a]
+        den = [1 + alpha / a, -2 * cos, 1 - alpha / a]
+    elif kind in ("lowshelf", "highshelf"):
+        sign = 1 if kind == "lowshelf" else -1
+        root = 2 * math.sqrt(a) * alpha
+        b = [a * ((a + 1) - sign * (a - 1) * cos + root), sign * 2 * a * ((a - 1) - sign * (a + 1) * cos),
+             a * ((a + 1) - sign * (a - 1) * cos - root)]
+        den = [(a + 1) + sign * (a - 1) * cos + root, -sign * 2 * ((a - 1) + sign * (a + 1) * cos),
+               (a + 1) + sign * (a - 1) * cos - root]
+    else:
+        raise ValueError(f"unknown EQ filter {kind!r}; expected peak, lowshelf or highshelf")
+    return np.array([[*b, *den]]) / den[0]
+
+
+EQ_KINDS = ("peak", "lowshelf", "highshelf")
 
 
 def mixup(images: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor,
@@ -238,8 +306,9 @@ class Augmenter:
         self.cfg = cfg
         self.sample_rate = sample_rate
         self.beds = [np.asarray(beds[i], dtype=np.float32) for i in keep]
-        self.bed_targets = (None if bed_targets is None
-                            else torch.as_tensor(np.asarray(bed_targets, dtype=np.float32)[keep]))
+        self.bed_targets = None if bed_targets is None else np.asarray(bed_targets, dtype=np.float32)[keep]
+        self._numpy_steps = any(p > 0 for p in (cfg.reverb_p, cfg.lowpass_p, cfg.multiclip_p, cfg.background_p,
+                                                cfg.highpass_p, cfg.eq_p))
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.freq_mask = torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)
@@ -262,6 +331,80 @@ class Augmenter:
 
     def _uniform(self, bounds: tuple[float, float], n: int) -> np.ndarray:
         return self.rng.uniform(bounds[0], bounds[1], size=n)
+
+    def _log_uniform(self, bounds: tuple[float, float], n: int) -> np.ndarray:
+        return np.exp(self.rng.uniform(math.log(bounds[0]), math.log(bounds[1]), size=n))
+
+    # -- far field, mixing, recorder -----------------------------------------------------------------
+    def _far_field(self, x: np.ndarray) -> None:
+        """Distance low-pass and reverberation (step 2 of the module docstring), in place."""
+        cfg, (batch, n), sr = self.cfg, x.shape, self.sample_rate
+        p = max(cfg.reverb_p, cfg.lowpass_p)
+        if p <= 0:
+            return
+        u = self.rng.random(batch)
+        for i in np.flatnonzero(u < p):
+            d = float(self._log_uniform(cfg.distance_m, 1)[0])
+            cutoff = lowpass_cutoff_hz(d) if u[i] < cfg.lowpass_p else sr / 2  # sr / 2: no low-pass
+            if u[i] < cfg.reverb_p:
+                rt60 = float(self._uniform(cfg.reverb_rt60_s, 1)[0])
+                drr = (drr_for_distance(d) if cfg.reverb_drr_from_distance
+                       else float(self._uniform(cfg.reverb_drr_db, 1)[0]))
+                x[i] = propagate(x[i], sr, Propagation(d, cutoff, rt60, drr), self.rng)[:n]
+            else:
+                x[i] = _lowpass(x[i].astype(np.float64), sr, cutoff)
+
+    def _multiclip(self, x: np.ndarray, targets: np.ndarray) -> None:
+        """Other species' clips of the batch added in (step 3), in place."""
+        cfg, batch = self.cfg, x.shape[0]
+        if batch < 2 or not len(sel := self._select(batch, cfg.multiclip_p)):
+            return
+        src, src_y = x.copy(), targets.copy()
+        energy = np.square(src, dtype=np.float64).sum(-1)
+        labels = src_y > 0
+        for i in sel.tolist():
+            partners = [j for j in range(batch) if j != i and labels[j].any() and not (labels[i] & labels[j]).any()
+                        and energy[j] > 0]
+            if energy[i] <= 0 or not partners:
+                continue
+            k = min(int(self.rng.integers(1, cfg.multiclip_max + 1)), len(partners))
+            chosen = self.rng.choice(partners, size=k, replace=False)
+            for j, level in zip(chosen.tolist(), self._uniform(cfg.multiclip_db, k), strict=True):
+                x[i] += src[j] * np.float32(math.sqrt(energy[i] / energy[j]) * 10 ** (level / 20))
+                targets[i] = np.maximum(targets[i], src_y[j])
+
+    def _beds(self, x: np.ndarray, targets: np.ndarray) -> None:
+        """The sample mixed into a bed at a band SNR (step 4), in place."""
+        cfg, (batch, n), sr = self.cfg, x.shape, self.sample_rate
+        if not self.beds or not len(sel := self._select(batch, cfg.background_p).numpy()):
+            return
+        picks = self.rng.integers(0, len(self.beds), len(sel))
+        snrs = self._uniform(cfg.background_snr_db, len(sel))
+        for i, j, snr in zip(sel, picks, snrs, strict=True):
+            bed = crop(self.beds[j], n, self.rng).astype(np.float64)
+            gain = gain_for_snr(bed, x[i], float(snr), sr, active_mask(x[i], sr))  # the gain the call would need
+            if gain > 0 and math.isfinite(gain):  # else a silent sample or bed: the SNR is undefined, left alone
+                x[i] += bed / gain
+                if self.bed_targets is not None:
+                    targets[i] = np.maximum(targets[i], self.bed_targets[j])
+
+    def _recorder(self, x: np.ndarray) -> None:
+        """Random high-pass and random EQ (step 5), in place."""
+        cfg, batch, sr = self.cfg, x.shape[0], self.sample_rate
+        top = 0.45 * sr
+        if len(sel := self._select(batch, cfg.highpass_p).numpy()):
+            cutoffs = np.minimum(self._log_uniform(cfg.highpass_hz, len(sel)), top)
+            for i, fc in zip(sel, cutoffs, strict=True):
+                x[i] = scipy.signal.sosfilt(scipy.signal.butter(2, fc, btype="high", fs=sr, output="sos"), x[i])
+        if len(sel := self._select(batch, cfg.eq_p).numpy()):
+            for i in sel:
+                m = cfg.eq_filters
+                kinds = self.rng.integers(0, len(EQ_KINDS), m)
+                freqs = np.minimum(self._log_uniform(cfg.eq_freq_hz, m), top)
+                gains, qs = self._uniform(cfg.eq_gain_db, m), self._uniform(cfg.eq_q, m)
+                sos = np.concatenate([biquad(EQ_KINDS[t], f, g, q if t == 0 else math.sqrt(0.5), sr)
+                                      for t, f, g, q in zip(kinds, freqs, gains, qs, strict=True)])
+                x[i] = scipy.signal.sosfilt(sos, x[i])
 
     # -- waveform ----------------------------------------------------------------------------------
     def waveform(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,11 +432,14 @@ class Augmenter:
                 x[sel] = _fit(fast, n)
         if len(sel := self._select(batch, cfg.pitch_p)):
             x[sel] = pitch_shift(x[sel], float(self._uniform(cfg.pitch_semitones, 1)[0]))
-        if len(sel := self._select(batch, cfg.background_p)) and self.beds:
-            picks = self.rng.integers(0, len(self.beds), len(sel))
-            noise = np.stack([crop(self.beds[j], n, self.rng) for j in picks])
-            snr = torch.as_tensor(self._uniform(cfg.background_snr_db, len(sel)), dtype=x.dtype)
-            x[sel] = mix_at_snr(x[sel], torch.from_numpy(noise).to(x.device), snr.to(x.device))
+        if self._numpy_steps:  # steps 2-5 in numpy on the CPU (x and targets are this call's own copies)
+            device = x.device
+            xn, yn = x.cpu().numpy(), targets.cpu().numpy()
+            self._far_field(xn)
+            self._multiclip(xn, yn)
+            self._beds(xn, yn)
+            self._recorder(xn)
+            x, targets = torch.from_numpy(xn).to(device), torch.from_numpy(yn).to(device)
         if len(sel := self._select(batch, cfg.noise_p)):
             colors = self.rng.choice(cfg.noise_colors, len(sel))
             noise = torch.stack([colored_noise((1, n), str(c), self.generator)[0] for c in colors])

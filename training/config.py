@@ -36,7 +36,12 @@ class AugmentConfig(BaseModel):
     Waveform steps act on each 5 s crop independently (``p`` per sample); mixup and cutmix act on the
     spectrogram batch (``p`` per batch). Mixed targets: mixup uses ``mixup_targets`` (``union``: the
     element-wise max, both birds are audible; ``weighted``: ``lam * y1 + (1 - lam) * y2``); cutmix
-    cuts a full-height time band, so targets are area-weighted (``lam`` = the kept fraction of time).
+    cuts a full-height time band, so targets are area-weighted (``lam`` = the kept fraction of time);
+    multi-clip mixing and beds with targets take the union (max).
+
+    Far field (:mod:`soundscape.propagation`, as the pseudo-soundscape validation): reverberation, distance
+    low-pass, beds down to -10 dB SNR, random high-pass and EQ, other species' clips mixed in. Every range
+    field is ``(low, high)``; distances and frequencies are drawn log-uniformly, the rest uniformly.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -45,11 +50,39 @@ class AugmentConfig(BaseModel):
     noise_colors: list[Literal["white", "pink", "brown"]] = Field(
         default_factory=lambda: ["white", "pink", "brown"], min_length=1, description="Noise colours drawn.")
     noise_snr_db: Range = Field((3.0, 30.0), description="Signal-to-noise ratio range, dB.")
-    background_p: float = Field(0.5, ge=0, le=1, description="Mix a background recording in.")
-    background_snr_db: Range = Field((0.0, 20.0), description="Signal-to-background ratio range, dB.")
+    background_p: float = Field(0.6, ge=0, le=1, description="Mix the sample into a bed (a background or "
+                                "unlabelled recording); a bed with a target adds it (max).")
+    background_snr_db: Range = Field(
+        (-10.0, 15.0), description="Sample-to-bed SNR range, dB, measured as the pseudo-soundscapes do: 1-11 kHz "
+        "band power over the sample's active frames (soundscape.propagation.gain_for_snr).")
     unlabelled_beds: bool = Field(
         True, description="Beds also come from the quietest windows of unlabelled_dir (the site's own recordings), "
         "not only from backgrounds_dir.")
+    reverb_p: float = Field(0.5, ge=0, le=1, description="Reverberation: convolve with a synthetic impulse "
+                            "response (soundscape.propagation.propagate: direct path + decaying noise tail).")
+    reverb_rt60_s: Range = Field((0.3, 1.2), description="Reverberation time (RT60) range, seconds.")
+    reverb_drr_from_distance: bool = Field(
+        True, description="Direct-to-reverberant ratio tied to the drawn distance (drr_for_distance: +12 dB at "
+        "10 m, -8 dB at 300 m); else drawn from reverb_drr_db.")
+    reverb_drr_db: Range = Field((-8.0, 12.0), description="DRR range, dB, when not tied to the distance.")
+    lowpass_p: float = Field(
+        0.5, ge=0, le=1, description="Distance low-pass (soundscape.propagation.lowpass_cutoff_hz of the drawn "
+        "distance). Decided with the same per-sample draw as reverb_p: equal probabilities low-pass exactly the "
+        "reverberated samples, like a far call.")
+    distance_m: Range = Field((10.0, 300.0), description="Distance range, metres (log-uniform): low-pass cut-off "
+                              "and tied DRR.")
+    multiclip_p: float = Field(0.3, ge=0, le=1, description="Add 1..multiclip_max other clips of the batch "
+                               "(sharing no label with the sample) into it; targets: union.")
+    multiclip_max: int = Field(2, ge=1, description="Most clips added to one sample.")
+    multiclip_db: Range = Field((-6.0, 6.0), description="Level of an added clip relative to the sample, dB "
+                                "(full-band energy).")
+    highpass_p: float = Field(0.3, ge=0, le=1, description="Random 2nd-order Butterworth high-pass.")
+    highpass_hz: Range = Field((100.0, 2000.0), description="High-pass cut-off range, Hz (log-uniform).")
+    eq_p: float = Field(0.3, ge=0, le=1, description="Random EQ: eq_filters peaking or shelving biquads.")
+    eq_filters: int = Field(2, ge=1, description="Filters of one random EQ.")
+    eq_gain_db: Range = Field((-6.0, 6.0), description="Gain range of each EQ filter, dB.")
+    eq_freq_hz: Range = Field((150.0, 12000.0), description="Centre/corner frequency range, Hz (log-uniform).")
+    eq_q: Range = Field((0.5, 2.0), description="Q range of the peaking filters (shelves use 0.707).")
     shift_p: float = Field(0.5, ge=0, le=1, description="Circular time shift.")
     shift_max_s: float = Field(2.5, ge=0, description="Largest shift, seconds.")
     speed_p: float = Field(0.2, ge=0, le=1, description="Speed change (tempo and pitch).")
@@ -72,10 +105,11 @@ class AugmentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> AugmentConfig:
-        for name in ("noise_snr_db", "background_snr_db", "speed_range", "pitch_semitones", "gain_db"):
+        for name in (name for name, f in type(self).model_fields.items() if f.annotation == Range):
             _check_range(name, getattr(self, name))
-        if self.speed_range[0] <= 0:
-            raise ValueError(f"speed_range={self.speed_range} must be positive")
+        for name in ("speed_range", "reverb_rt60_s", "distance_m", "highpass_hz", "eq_freq_hz", "eq_q"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
         return self
 
     @classmethod
