@@ -202,6 +202,9 @@ class TrainConfig(BaseModel):
     sampling_alpha: float = Field(0.5, ge=0, le=1, description="Sampling weight ~ clips_per_species^-alpha.")
     min_rating: float = Field(0.0, ge=0, description="Skip clips rated below this (0 keeps unrated).")
     train_crop: Literal["random", "start"] = Field("random", description="Where training crops are cut.")
+    call_crop_p: float = Field(
+        0.9, ge=0, le=1, description="Share of random training crops of clips longer than the window cut where "
+        "the clip calls (active frames of its own band, training.data.call_crop_start); the rest uniform.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # run
     seed: int = Field(0)

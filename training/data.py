@@ -43,6 +43,8 @@ __all__ = [
     "ProblemReport",
     "WeightedRankSampler",
     "build_labels",
+    "call_crop_start",
+    "call_energy",
     "crop",
     "list_audio_files",
     "make_targets",
@@ -430,6 +432,26 @@ class AudioCache:
         os.replace(tmp, target)  # atomic, so concurrent ranks or workers never read half a file
         return samples
 
+    def call_energy(self, file: str | os.PathLike) -> np.ndarray:
+        """:func:`call_energy` of ``file``, computed once and kept next to its decoded audio.
+
+        Stored as ``<key>.callenergy<version>.npy`` beside the file's ``<key>.npy`` (same key: path,
+        modification time, size, rate), so an edited file or a new detector version computes it again.
+        """
+        audio = self.path_for(file)
+        target = audio.with_name(f"{audio.stem}.callenergy{CALL_ENERGY_VERSION}.npy")
+        if target.is_file():
+            try:
+                return np.load(target, allow_pickle=False)
+            except (ValueError, OSError):
+                log.warning("call energy %s for %s is damaged; computing it again", target, file)
+        energy = call_energy(np.asarray(self.load(file)), self.sample_rate)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, energy)
+        os.replace(tmp, target)
+        return energy
+
     def prepare(self, files: Sequence[Path], problems: ProblemReport, *, workers: int = 1,
                 desc: str = "decoding") -> list[bool]:
         """Decode every file into the cache up front, with a progress bar.
@@ -499,11 +521,109 @@ def crop(samples: np.ndarray, length: int, rng: np.random.Generator | None) -> n
     return out
 
 
+CALL_ENERGY_VERSION = 1
+CALL_FRAME_S = 0.032
+CALL_WITHIN_DB = 20.0
+
+
+def call_frame(sample_rate: int) -> int:
+    """Frame length of :func:`call_energy`: the power of two nearest to 32 ms (1024 samples at 32 kHz)."""
+    return 2 ** int(round(np.log2(CALL_FRAME_S * sample_rate)))
+
+
+def call_energy(samples: np.ndarray, sample_rate: int, *, chunk: int = 2048) -> np.ndarray:
+    """Energy of each frame in the clip's own call band: where in a clip its bird calls.
+
+    Frames are consecutive blocks of :func:`call_frame` samples (Hann-windowed spectra), pooled into
+    quarter-octave bands from 250 Hz to ``0.45 * sample_rate``. A call stands out of its band now and then,
+    stationary noise does not: each band's contrast is its 99th-percentile frame power over its median,
+    and the call band runs from the lowest to the highest band within 6 dB of the largest contrast. When
+    no band stands out by 6 dB (a continuous song, or only noise), the band is 1-11 kHz (the SNR band of
+    :mod:`soundscape.propagation`).
+
+    Args:
+        samples (np.ndarray): ``(n,)`` mono audio.
+        sample_rate (int): Hz.
+        chunk (int): frames transformed at a time (bounds the memory of long clips). (Default: ``2048``)
+
+    Returns:
+        np.ndarray: ``(n // call_frame(sample_rate),)`` float32 band energy of each frame.
+    """
+    frame = call_frame(sample_rate)
+    n_frames = len(samples) // frame
+    freqs = np.fft.rfftfreq(frame, 1 / sample_rate)
+    edges = 250.0 * 2.0 ** (np.arange(32) / 4)  # quarter-octave bands from 250 Hz
+    edges = edges[edges <= 0.45 * sample_rate]
+    band_of_bin = np.digitize(freqs, edges) - 1  # -1 below 250 Hz, len(edges) - 1 above the last edge
+    pool = np.zeros((len(freqs), len(edges) - 1), np.float32)
+    inside = (band_of_bin >= 0) & (band_of_bin < len(edges) - 1)
+    pool[np.flatnonzero(inside), band_of_bin[inside]] = 1.0
+    window = np.hanning(frame).astype(np.float32)
+    bands = np.zeros((n_frames, pool.shape[1]), np.float32)
+    for lo in range(0, n_frames, chunk):
+        hi = min(n_frames, lo + chunk)
+        blocks = np.asarray(samples[lo * frame : hi * frame], dtype=np.float32).reshape(hi - lo, frame)
+        bands[lo:hi] = (np.abs(np.fft.rfft(blocks * window, axis=1)) ** 2).astype(np.float32) @ pool
+    if n_frames == 0 or pool.shape[1] == 0:
+        return np.zeros(n_frames, np.float32)
+    contrast = 10 * np.log10((np.percentile(bands, 99, axis=0) + 1e-20) / (np.median(bands, axis=0) + 1e-20))
+    if contrast.max() >= 6.0:
+        chosen = np.flatnonzero(contrast >= contrast.max() - 6.0)
+        lo_band, hi_band = chosen.min(), chosen.max()
+    else:
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        lo_band, hi_band = np.searchsorted(centres, 1000.0), np.searchsorted(centres, 11000.0) - 1
+    return bands[:, lo_band : hi_band + 1].sum(axis=1).astype(np.float32)
+
+
+def call_crop_start(energy: np.ndarray, sample_rate: int, offset: int, n: int, length: int,
+                    rng: np.random.Generator) -> int:
+    """Start of a ``length``-sample crop of the part ``[offset, offset + n)`` of a file, drawn where it calls.
+
+    A frame is *active* when its :func:`call_energy` is within 20 dB of the loudest frame of that part;
+    each candidate start (every frame, then a random offset within the frame) is drawn with probability
+    proportional to the number of active frames the crop would hold. With no energy at all the draw is
+    uniform.
+
+    Args:
+        energy (np.ndarray): the file's :func:`call_energy`.
+        sample_rate (int): Hz.
+        offset (int): first sample of the part (a clip's ``span``), in the file.
+        n (int): samples in the part (``>= length``).
+        length (int): crop length, samples.
+        rng (np.random.Generator): randomness.
+
+    Returns:
+        int: the crop's start, relative to ``offset``, in ``[0, n - length]``.
+    """
+    frame = call_frame(sample_rate)
+    first, last = -(-offset // frame), min((offset + n) // frame, len(energy))  # frames inside the part
+    part = energy[first:last] if last > first else np.zeros(0, np.float32)
+    if not len(part) or part.max() <= 0:
+        return int(rng.integers(0, n - length + 1))
+    active = part >= part.max() * 10 ** (-CALL_WITHIN_DB / 10)
+    cum = np.concatenate([[0], np.cumsum(active)])
+    starts = np.arange(0, n - length + 1, frame)
+    lo = np.clip(-(-(offset + starts) // frame) - first, 0, len(part))
+    hi = np.clip((offset + starts + length) // frame - first, 0, len(part))
+    score = (cum[hi] - cum[np.minimum(lo, hi)]).astype(np.float64)
+    if score.sum() <= 0:
+        return int(rng.integers(0, n - length + 1))
+    k = int(rng.choice(len(starts), p=score / score.sum()))
+    return int(min(starts[k] + rng.integers(0, frame), n - length))
+
+
 class ClipDataset(Dataset):
     """Fixed-length crops of cached clips with their targets.
 
     The crop of item ``i`` in epoch ``e`` is drawn from ``np.random.default_rng((seed, e, i))``, so it
     does not depend on worker processes or on a resumed run.
+
+    Where a training crop of a clip longer than the window is cut: with probability ``call_crop_p``
+    where the clip calls (:func:`call_crop_start`: starts drawn in proportion to the active frames of the
+    clip's own call band the crop holds, :func:`call_energy`, computed once per file and cached beside
+    its decoded audio), else uniformly at random, so some crops of quiet parts are kept. Only the clip's
+    ``span`` is ever cropped. Clips no longer than the window are padded as by :func:`crop`.
 
     Args:
         clips (Sequence[Clip]): usable clips (already in ``cache``).
@@ -512,18 +632,23 @@ class ClipDataset(Dataset):
         length (int): crop length in samples (the front end's ``window_samples``).
         random_crop (bool): random crops (training) or the first ``length`` samples (validation).
         seed (int): base seed of the crops.
+        call_crop_p (float): share of random crops of long clips cut where the clip calls. (Default: ``0``,
+            uniform crops)
 
     Returns (per item):
         tuple: waveform ``(length,)`` float32 tensor and target ``(n_classes,)`` float32 tensor.
     """
 
     def __init__(self, clips: Sequence[Clip], targets: np.ndarray, cache: AudioCache, length: int, *,
-                 random_crop: bool = True, seed: int = 0) -> None:
+                 random_crop: bool = True, seed: int = 0, call_crop_p: float = 0.0) -> None:
         if len(clips) != len(targets):
             raise ValueError(f"{len(clips)} clips but {len(targets)} target rows")
+        if not 0 <= call_crop_p <= 1:
+            raise ValueError(f"call_crop_p={call_crop_p} must be in [0, 1]")
         self.clips, self.targets, self.cache = list(clips), targets, cache
-        self.length, self.random_crop, self.seed = length, random_crop, seed
+        self.length, self.random_crop, self.seed, self.call_crop_p = length, random_crop, seed, call_crop_p
         self.epoch = 0
+        self._energy: dict[Path, np.ndarray] = {}  # per process; the cache keeps them across runs
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -532,9 +657,20 @@ class ClipDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        samples = self.clips[index].samples(self.cache)
+        clip = self.clips[index]
+        samples = clip.samples(self.cache)
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.random_crop else None
-        return torch.from_numpy(crop(samples, self.length, rng)), torch.from_numpy(self.targets[index])
+        if (rng is not None and self.call_crop_p > 0 and len(samples) > self.length
+                and rng.random() < self.call_crop_p):
+            if clip.path not in self._energy:
+                self._energy[clip.path] = self.cache.call_energy(clip.path)
+            offset = int(round(clip.span[0] * self.cache.sample_rate)) if clip.span else 0
+            start = call_crop_start(self._energy[clip.path], self.cache.sample_rate, offset, len(samples),
+                                    self.length, rng)
+            window = np.array(samples[start : start + self.length], dtype=np.float32)
+        else:
+            window = crop(samples, self.length, rng)
+        return torch.from_numpy(window), torch.from_numpy(self.targets[index])
 
 
 class WindowDataset(Dataset):

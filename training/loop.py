@@ -138,7 +138,8 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = No
     if ctx.main:
         problems.log_summary()
     clips_ds = ClipDataset(train_clips, make_targets(train_clips, codes, cfg.secondary_weight), cache,
-                           cfg.frontend.window_samples, random_crop=cfg.train_crop == "random", seed=cfg.seed)
+                           cfg.frontend.window_samples, random_crop=cfg.train_crop == "random", seed=cfg.seed,
+                           call_crop_p=cfg.call_crop_p)
     weights = sampling_weights(train_clips, cfg.sampling_alpha)
     windows = None
     if pseudo is not None and len(pseudo.files):

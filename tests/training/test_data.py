@@ -6,14 +6,18 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from tests.training.conftest import SPECIES
+from tests.training.conftest import SPECIES, call
+from training import TrainConfig
 from training.data import (
     AudioCache,
+    Clip,
     ClipDataset,
     ProblemReport,
     WeightedRankSampler,
     build_labels,
+    call_energy,
     crop,
     holdout_split,
     make_targets,
@@ -143,3 +147,68 @@ def test_sampling_weights_and_rank_sharding(clips_and_problems):
     s = WeightedRankSampler(w, 20, seed=1)
     s.set_epoch(2)
     assert list(s) != single
+
+
+def late_call_clip(path, seconds: float = 20.0, call_s: tuple[float, float] = (17.0, 20.0)) -> Clip:
+    """A clip that is faint noise except for a 3 kHz call in ``call_s``."""
+    rng = np.random.default_rng(0)
+    x = 0.01 * rng.standard_normal(int(seconds * RATE))
+    a, b = int(call_s[0] * RATE), int(call_s[1] * RATE)
+    x[a:b] += call(3000.0, (b - a) / RATE, RATE, rng)
+    sf.write(path, x.astype(np.float32), RATE, subtype="FLOAT")
+    return Clip(path=path, primary="late")
+
+
+def crop_starts(ds: ClipDataset, epochs: int = 50) -> list[int]:
+    """Where (in the file) each epoch's crop of item 0 starts."""
+    audio = np.asarray(ds.cache.load(ds.clips[0].path))
+    starts = []
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        window = ds[0][0].numpy()
+        assert np.array_equal(window, ds[0][0].numpy())  # deterministic per (seed, epoch, index)
+        (start,) = [i for i in np.flatnonzero(audio == window[0]) if np.array_equal(audio[i : i + len(window)], window)]
+        starts.append(int(start))
+    return starts
+
+
+def test_training_crops_hold_a_call_at_the_end_of_a_long_clip(tmp_path, monkeypatch):
+    clip = late_call_clip(tmp_path / "late.wav")
+    cache = AudioCache(tmp_path / "cache", RATE)
+    window, call_start = 5 * RATE, 17 * RATE
+
+    def share_with_call(p: float, clip: Clip = clip) -> float:
+        ds = ClipDataset([clip], np.ones((1, 1), np.float32), cache, window, seed=0, call_crop_p=p)
+        return float(np.mean([s + window > call_start for s in crop_starts(ds)]))
+
+    default = TrainConfig.model_fields["call_crop_p"].default
+    assert share_with_call(default) >= 0.8
+    assert share_with_call(1.0) == 1.0
+    assert share_with_call(0.0) <= 0.4  # uniform crops: about 3 s of 15 s of starts reach the call
+    # computed once, kept next to the decoded audio, read back by a new cache
+    (stored,) = (tmp_path / "cache").rglob("*.callenergy*.npy")
+    assert stored.name.startswith(cache.path_for(clip.path).stem)
+    monkeypatch.setattr("training.data.call_energy", lambda *a, **k: pytest.fail("computed again"))
+    assert np.array_equal(AudioCache(tmp_path / "cache", RATE).call_energy(clip.path), np.load(stored))
+
+
+def test_call_crops_stay_inside_the_span_and_short_clips_are_cropped_as_before(tmp_path):
+    clip = late_call_clip(tmp_path / "late.wav")
+    cache = AudioCache(tmp_path / "cache", RATE)
+    window = 5 * RATE
+    # the training part of a split clip (the call is beyond it): never a crop outside [0, 12 s)
+    head = Clip(path=clip.path, primary="late", span=(0.0, 12.0))
+    ds = ClipDataset([head], np.ones((1, 1), np.float32), cache, window, seed=1, call_crop_p=1.0)
+    assert all(0 <= s <= 7 * RATE for s in crop_starts(ds))
+    tail = Clip(path=clip.path, primary="late", span=(10.0, 20.0))
+    ds = ClipDataset([tail], np.ones((1, 1), np.float32), cache, window, seed=1, call_crop_p=1.0)
+    starts = crop_starts(ds)
+    assert all(10 * RATE <= s <= 15 * RATE for s in starts) and all(s + window > 17 * RATE for s in starts)
+    # a clip no longer than the window: today's padded crop, draw for draw
+    short = late_call_clip(tmp_path / "short.wav", seconds=3.0, call_s=(1.0, 2.0))
+    ds = ClipDataset([short], np.ones((1, 1), np.float32), cache, window, seed=2, call_crop_p=0.9)
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        expected = crop(cache.load(short.path), window, np.random.default_rng((2, epoch, 0)))
+        assert np.array_equal(ds[0][0].numpy(), expected)
+    assert len(call_energy(np.zeros(100, np.float32), RATE)) == 0  # shorter than a frame: nothing to pick from
