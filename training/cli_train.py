@@ -1,7 +1,10 @@
 """``soundscape train``: fine-tune a timm model on BirdCLEF-layout clips.
 
 Settings come from ``--config config.json`` (a :class:`~training.config.TrainConfig` as JSON) and/or the
-flags; a flag given on the command line overrides the file. Runs unchanged under
+flags; a flag given on the command line overrides the file. Every field of
+:class:`~training.config.AugmentConfig` has a flag ``--aug-<field>`` (underscores as dashes) generated from
+the model itself, with its description and default in ``--help``: a new knob gets its flag without
+touching this file. ``--print-config`` prints the resolved config as JSON and exits. Runs unchanged under
 ``torchrun --nproc_per_node=N -m soundscape.cli train ...`` (DistributedDataParallel).
 """
 
@@ -11,8 +14,9 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import get_args
+from typing import Any, Literal, get_args, get_origin
 
 __all__ = ["add_arguments", "build_config", "run"]
 
@@ -29,8 +33,49 @@ _FIELDS = {
     "val_fraction": "val_fraction", "patience": "early_stopping_patience", "num_workers": "num_workers",
     "max_steps_per_epoch": "max_steps_per_epoch", "resume": "resume", "drop_rate": "drop_rate",
     "drop_path_rate": "drop_path_rate", "monitor": "monitor", "unlabelled": "unlabelled_dir",
-    "validation": "validation",
+    "validation": "validation", "call_crop_p": "call_crop_p",
 }
+
+AUG_PREFIX = "aug_"  # flag dest of AugmentConfig field <name>: aug_<name>; the flag: --aug-<name with dashes>
+
+
+def _flag_for(annotation: Any) -> dict[str, Any]:
+    """argparse keywords that parse a value of a field's type (JSON text for types it does not know)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation in (int, float, str):
+        return {"type": annotation, "metavar": {int: "N", float: "X", str: "TEXT"}[annotation]}
+    if origin is Literal:
+        return {"type": type(args[0]), "choices": list(args)}
+    if origin is tuple and args and Ellipsis not in args and all(a in (int, float) for a in args):
+        return {"type": args[0], "nargs": len(args), "metavar": ("LOW", "HIGH") if len(args) == 2 else None}
+    if origin in (list, tuple) and args:
+        item = _flag_for(args[0])
+        if "type" in item and "nargs" not in item:
+            return {**item, "nargs": "+"}
+    return {"type": json.loads, "metavar": "JSON"}
+
+
+def _shown(value: Any) -> str:
+    """A default as it is typed on the command line (ranges and lists: space-separated)."""
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per AugmentConfig field, with its description and default."""
+    from .config import AugmentConfig
+
+    group = parser.add_argument_group(
+        "augmentation", "Every AugmentConfig field; a *_p probability of 0 switches its step off.\nThese flags "
+        "override the config file's 'augment' values, and apply after --no-augment.")
+    for name, field in AugmentConfig.model_fields.items():
+        default = _shown(field.get_default(call_default_factory=True))
+        text = f"{field.description or ''} (default: {default})".strip().replace("%", "%%")
+        group.add_argument(f"--aug-{name.replace('_', '-')}", dest=f"{AUG_PREFIX}{name}", default=argparse.SUPPRESS,
+                           help=text, **_flag_for(field.annotation))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
     run_group.add_argument("--max-steps-per-epoch", type=int)
     run_group.add_argument("--resume", action="store_true", default=None, help="Continue from <out>/last.pt.")
+    run_group.add_argument("--call-crop-p", type=float,
+                           help="Share of random training crops of long clips cut where the clip calls.")
+    run_group.add_argument("--print-config", action="store_true",
+                           help="Print the fully resolved TrainConfig (--config, then the flags) as JSON to stdout "
+                                "and exit without training.")
+    _add_augment_arguments(parser)
     _document_defaults(parser)
 
 
@@ -127,8 +178,15 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, dest, None)
         if value is not None:
             values[name] = value
-    if args.no_augment:
+    if getattr(args, "no_augment", False):
         values["augment"] = AugmentConfig.off().model_dump()
+    flags = {name: getattr(args, f"{AUG_PREFIX}{name}") for name in AugmentConfig.model_fields
+             if hasattr(args, f"{AUG_PREFIX}{name}")}
+    if flags:
+        base = values.get("augment") or {}
+        if not isinstance(base, dict):
+            raise ValueError(f"'augment' must be a JSON object of AugmentConfig fields, not {base!r}")
+        values["augment"] = {**base, **flags}
     missing = [flag for flag, name in (("--metadata", "metadata"), ("--audio-root", "audio_root"),
                                        ("--out", "out_dir")) if name not in values]
     if missing:
@@ -154,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
+    if getattr(args, "print_config", False):
+        sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
+        return 0
     from .train import train
 
     try:
