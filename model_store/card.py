@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from soundscape.audio import FrontendConfig
+from soundscape.audio.config import FrontendConfig
 
 __all__ = [
     "CARD_FILE",

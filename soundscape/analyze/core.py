@@ -21,7 +21,7 @@ import numpy as np
 
 from model_store import CARD_FILE, MODEL_FILE, ModelCard, ModelStore, StoreError, StoreErrorCode, VerifiedModel
 from soundscape.audio import probe, stream
-from soundscape.audio.functional import window_starts
+from soundscape.audio.functional import stream_windows
 from soundscape.inference import Engine
 from soundscape.postprocess import PostprocessReport, apply_postprocess
 
@@ -77,49 +77,6 @@ class FileAnalysis:
     sample_rate: int
     channels: int
     postprocess: PostprocessReport
-
-
-def stream_windows(blocks: Iterator[np.ndarray], sample_rate: int, window_s: float, hop_s: float,
-                   min_partial_s: float) -> Iterator[tuple[float, np.ndarray]]:
-    """Windows of a block stream, equal to those of the concatenated signal (``frame_windows``).
-
-    Full windows are yielded as soon as the blocks cover them; once the stream ends and its length is
-    known, :func:`~soundscape.audio.functional.window_starts` decides the rest (a zero-padded partial
-    last window, or the single window of a short file). Only the samples the next window needs are kept.
-
-    Args:
-        blocks: ``(n,)`` float32 blocks at ``sample_rate``, in order.
-        sample_rate (int): rate of the blocks.
-        window_s, hop_s, min_partial_s: the windowing policy (see ``window_starts``).
-
-    Yields:
-        tuple: ``(start_s, window)`` with ``window`` of shape ``(window_samples,)`` float32.
-    """
-    win = int(round(window_s * sample_rate))
-    buf = np.zeros(0, np.float32)
-    offset = 0  # sample index of buf[0] in the whole signal
-    total = 0
-    i = 0
-    for block in blocks:
-        buf = np.concatenate([buf, block]) if len(buf) else block
-        total += len(block)
-        while True:
-            start = i * hop_s
-            a = int(round(start * sample_rate))
-            if a + win > total:
-                break
-            yield start, buf[a - offset : a - offset + win].copy()
-            i += 1
-        keep_from = min(int(round(i * hop_s * sample_rate)), total)
-        buf = buf[keep_from - offset :]
-        offset = keep_from
-    starts = window_starts(total, sample_rate, window_s, hop_s, min_partial_s)
-    for start in starts[i:]:
-        a = int(round(float(start) * sample_rate))
-        out = np.zeros(win, np.float32)
-        chunk = buf[max(a - offset, 0) : a - offset + win]
-        out[: len(chunk)] = chunk
-        yield float(start), out
 
 
 def analyze_file(engine: Engine, path: str | Path, settings: AnalyzeSettings) -> FileAnalysis:

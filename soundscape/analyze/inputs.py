@@ -7,9 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from soundscape.audio import AUDIO_EXTENSIONS
+
 __all__ = ["AUDIO_EXTENSIONS", "InputFile", "find_inputs"]
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".w64", ".rf64"})
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,34 @@
 """The audio front end shared by training, the service and batch analysis.
 
-Decode (any format libsndfile reads) -> resample (soxr) -> fixed windows -> log-mel image. The settings
-live in one :class:`FrontendConfig`, saved in every model card. This package imports no torch; the
-torchaudio twin of :class:`Frontend` is :mod:`soundscape.audio.transforms` (training only).
+Read (any format libsndfile reads, :mod:`.reader`) -> resample (soxr) -> fixed windows -> log-mel image
+(:mod:`.frontend`). The settings live in one :class:`FrontendConfig`, saved in every model card. This
+package imports no torch; the torchaudio twin of :class:`Frontend` is :mod:`soundscape.audio.transforms`
+(training only).
+
+Importing the package (or :mod:`.config`, as ``model_store`` does for the card) loads only pydantic:
+the reader (soundfile, soxr) and the front end (scipy) load on first use of a name that needs them.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import FrontendConfig
-from .decode import Audio, AudioInfo, AudioSource, decode, probe, resample, stream
 from .errors import AudioError, AudioErrorCode
-from .frontend import Frontend, Windows
+
+if TYPE_CHECKING:
+    from .frontend import Frontend, Windows
+    from .reader import AUDIO_EXTENSIONS, Audio, AudioInfo, AudioSource, AudioStream, decode, probe, resample, stream
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "Audio",
     "AudioError",
     "AudioErrorCode",
     "AudioInfo",
     "AudioSource",
+    "AudioStream",
     "Frontend",
     "FrontendConfig",
     "Windows",
@@ -24,3 +37,23 @@ __all__ = [
     "resample",
     "stream",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("AUDIO_EXTENSIONS", "Audio", "AudioInfo", "AudioSource", "AudioStream", "decode", "probe",
+                     "resample", "stream"), "reader"),
+    "Frontend": "frontend",
+    "Windows": "frontend",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import functional as F
 from .config import FrontendConfig
-from .decode import Audio
+from .reader import Audio
 
 __all__ = ["Frontend", "Windows"]
 
@@ -156,7 +156,7 @@ class Frontend:
     def _power_rows(self, windows: np.ndarray, out: np.ndarray, start: int, stop: int, offset: int = 0) -> None:
         """Power spectra ``(frames, max_bin)`` of windows ``[start, stop)`` into ``out[i - offset]``.
 
-        Same result as ``F.power_spectrogram(..., max_bin=self.max_bin)``, one window at a time.
+        Centred STFT (reflect padding, like ``torch.stft``) power, one window at a time.
         """
         cfg = self.cfg
         pad, n = cfg.n_fft // 2, cfg.window_samples
@@ -180,7 +180,8 @@ class Frontend:
 
 
 def _db_and_normalize_(mel: np.ndarray, cfg: FrontendConfig) -> None:
-    """In-place ``F.amplitude_to_db`` then ``F.normalize`` of a ``(batch, n_mels, frames)`` float32 array."""
+    """In place on ``(batch, n_mels, frames)`` float32: dB (``10 * log10(max(x, amin))``, floored ``top_db``
+    below each window's peak), then each window's normalisation (``cfg.normalize``)."""
     flat = mel.reshape(len(mel), -1)
     np.maximum(flat, cfg.amin, out=flat)
     np.log10(flat, out=flat)

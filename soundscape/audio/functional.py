@@ -1,30 +1,29 @@
-"""Pure numpy functions of the front end: windowing, STFT power, mel filter bank, dB, normalisation.
+"""Pure numpy functions of the front end: the windowing policy, the Hann window and the mel filter bank.
 
-Every parameter is explicit; :class:`soundscape.audio.Frontend` precomputes the Hann window and filter
-bank once. No torch here: this module is the serving path. ``training`` computes the same image with
+Every parameter is explicit. :class:`soundscape.audio.Frontend` precomputes the Hann window and filter
+bank once and computes the images itself (STFT power, dB, normalisation, in place); there is one copy of
+that computation. No torch here: this module is the serving path. ``training`` computes the same image with
 torchaudio (:mod:`soundscape.audio.transforms`), and a parity test ties the two together.
+
+Windowing has one implementation, :func:`stream_windows`, which cuts a signal that arrives in blocks (a
+streamed file) exactly as the whole signal (one block) would be cut; :func:`frame_windows` is its
+one-block case.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
-import scipy.fft
-from numpy.lib.stride_tricks import sliding_window_view
-
-from .config import FrontendConfig
 
 __all__ = [
-    "amplitude_to_db",
-    "cut_windows",
     "frame_windows",
     "hann_window",
     "hz_to_mel",
     "mel_filterbank",
     "mel_to_hz",
-    "normalize",
-    "power_spectrogram",
+    "stream_windows",
     "window_starts",
 ]
 
@@ -61,9 +60,53 @@ def window_starts(n_samples: int, sample_rate: int, window_s: float, hop_s: floa
     return np.asarray(starts, dtype=np.float64)
 
 
+def stream_windows(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float, hop_s: float,
+                   min_partial_s: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Windows of a signal that arrives in blocks, equal to those of the concatenated signal.
+
+    Full windows are yielded as soon as the blocks cover them; once the signal ends and its length is
+    known, :func:`window_starts` decides the rest (a zero-padded partial last window, or the single window
+    of a short signal). Only the samples the next window needs are kept between blocks.
+
+    Args:
+        blocks: ``(n,)`` float32 blocks at ``sample_rate``, in order (one block: a whole decoded file).
+        sample_rate (int): rate of the blocks.
+        window_s, hop_s, min_partial_s: the windowing policy (see :func:`window_starts`).
+
+    Yields:
+        tuple: ``(start_s, window)`` with ``window`` of shape ``(window_samples,)`` float32 (a copy).
+    """
+    win = int(round(window_s * sample_rate))
+    buf = np.zeros(0, np.float32)
+    offset = 0  # sample index of buf[0] in the whole signal
+    total = 0
+    i = 0
+    for block in blocks:
+        buf = np.concatenate([buf, block]) if len(buf) else np.asarray(block, dtype=np.float32)
+        total += len(block)
+        while True:
+            start = i * hop_s
+            a = int(round(start * sample_rate))
+            if a + win > total:
+                break
+            yield start, buf[a - offset : a - offset + win].copy()
+            i += 1
+        keep_from = min(int(round(i * hop_s * sample_rate)), total)
+        buf = buf[keep_from - offset :]
+        offset = keep_from
+    starts = window_starts(total, sample_rate, window_s, hop_s, min_partial_s)
+    for start in starts[i:]:
+        a = int(round(float(start) * sample_rate))
+        out = np.zeros(win, np.float32)
+        chunk = buf[max(a - offset, 0) : a - offset + win]
+        out[: len(chunk)] = chunk
+        yield float(start), out
+
+
 def frame_windows(samples: np.ndarray, sample_rate: int, window_s: float, hop_s: float,
                   min_partial_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a mono signal into fixed windows (zero-padding a partial last one).
+    """Cut a mono signal into fixed windows (zero-padding a partial last one): :func:`stream_windows` of
+    one block.
 
     Args:
         samples (np.ndarray): ``(n,)`` float32 mono signal.
@@ -74,22 +117,14 @@ def frame_windows(samples: np.ndarray, sample_rate: int, window_s: float, hop_s:
         tuple: ``windows`` ``(n_windows, window_samples)`` float32 and ``starts`` ``(n_windows,)``
         in seconds.
     """
-    starts = window_starts(len(samples), sample_rate, window_s, hop_s, min_partial_s)
-    return cut_windows(samples, sample_rate, starts, int(round(window_s * sample_rate))), starts
+    cut = list(stream_windows([samples], sample_rate, window_s, hop_s, min_partial_s))
+    if not cut:
+        return np.zeros((0, int(round(window_s * sample_rate))), np.float32), np.zeros(0)
+    return np.stack([w for _, w in cut]), np.asarray([s for s, _ in cut], dtype=np.float64)
 
 
 def cut_windows(samples: np.ndarray, sample_rate: int, starts_s: np.ndarray, window_samples: int) -> np.ndarray:
-    """Copy the windows starting at ``starts_s`` out of a signal, zero-padding any that run past its end.
-
-    Args:
-        samples (np.ndarray): ``(n,)`` float32 mono signal.
-        sample_rate (int): its rate in Hz.
-        starts_s (np.ndarray): ``(n_windows,)`` window starts in seconds (from :func:`window_starts`).
-        window_samples (int): samples per window.
-
-    Returns:
-        np.ndarray: ``(n_windows, window_samples)`` float32.
-    """
+    """Copy the windows starting at ``starts_s`` out of a signal, zero-padding any that run past its end."""
     out = np.zeros((len(starts_s), window_samples), dtype=np.float32)
     for i, start in enumerate(starts_s):
         a = int(round(start * sample_rate))
@@ -147,82 +182,3 @@ def mel_filterbank(n_freqs: int, fmin: float, fmax: float, n_mels: int, sample_r
     if norm == "slaney":
         fb *= 2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels])[None, :]
     return fb.astype(np.float32)
-
-
-def power_spectrogram(windows: np.ndarray, window: np.ndarray, hop_length: int, power: float = 2.0,
-                      *, max_bin: int | None = None, workers: int = 1) -> np.ndarray:
-    """Centred STFT magnitude**power of a batch of windows (reflect padding, like torch.stft).
-
-    Args:
-        windows (np.ndarray): ``(batch, samples)`` float32.
-        window (np.ndarray): ``(n_fft,)`` analysis window.
-        hop_length (int): STFT hop in samples.
-        power (float): exponent of the magnitude. (Default: ``2.0``)
-        max_bin (int, optional): keep bins ``[0, max_bin)`` only (bins above the highest mel filter
-            add nothing). (Default: all)
-        workers (int): FFT threads. (Default: ``1``)
-
-    Returns:
-        np.ndarray: ``(batch, frames, bins)`` float32 with ``frames = 1 + samples // hop_length``.
-    """
-    n_fft = len(window)
-    padded = np.pad(windows, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
-    frames = sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
-    spec = scipy.fft.rfft(frames * window, axis=-1, workers=workers)
-    if max_bin is not None:
-        spec = spec[..., :max_bin]
-    mag2 = np.square(spec.real) + np.square(spec.imag)
-    if power == 2.0:
-        return mag2
-    return np.power(mag2, power / 2.0, dtype=np.float32)
-
-
-def amplitude_to_db(spec: np.ndarray, amin: float, top_db: float | None) -> np.ndarray:
-    """Power to dB (``10 * log10(max(x, amin))``), clipped at ``top_db`` below each item's maximum.
-
-    Args:
-        spec (np.ndarray): ``(batch, ...)`` non-negative power.
-
-    Returns:
-        np.ndarray: same shape, float32 dB.
-    """
-    db = np.log10(np.maximum(spec, amin))
-    db *= 10.0
-    if top_db is not None:
-        peak = db.reshape(len(db), -1).max(axis=1)
-        floor = (peak - top_db).reshape((-1,) + (1,) * (db.ndim - 1))
-        np.maximum(db, floor, out=db)
-    return db
-
-
-def normalize(images: np.ndarray, mode: str, eps: float) -> np.ndarray:
-    """Normalise each item of a batch on its own: ``standard`` (zero mean, unit std), ``minmax``
-    ([0, 1]) or ``none``. The std (or range) is floored at ``eps`` so a flat image maps to zeros."""
-    if mode == "none":
-        return images
-    flat = images.reshape(len(images), -1)
-    shape = (-1,) + (1,) * (images.ndim - 1)
-    if mode == "standard":
-        mean = flat.mean(axis=1, dtype=np.float64).astype(np.float32).reshape(shape)
-        std = flat.std(axis=1, dtype=np.float64).astype(np.float32).reshape(shape)
-        return (images - mean) / np.maximum(std, eps)
-    if mode == "minmax":
-        lo = flat.min(axis=1).reshape(shape)
-        hi = flat.max(axis=1).reshape(shape)
-        return (images - lo) / np.maximum(hi - lo, eps)
-    raise ValueError(f"unknown normalisation {mode!r}; expected 'standard', 'minmax' or 'none'")
-
-
-def log_mel(windows: np.ndarray, cfg: FrontendConfig, *, workers: int = 1) -> np.ndarray:
-    """The model's input images for a batch of windows (no precomputation; see ``Frontend``).
-
-    Args:
-        windows (np.ndarray): ``(batch, window_samples)`` float32 at ``cfg.sample_rate``.
-        cfg (FrontendConfig): front-end settings.
-
-    Returns:
-        np.ndarray: ``(batch, n_mels, n_frames)`` float32.
-    """
-    from .frontend import Frontend
-
-    return Frontend(cfg, workers=workers)(windows)

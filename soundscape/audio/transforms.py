@@ -64,7 +64,7 @@ class LogMelSpectrogram(nn.Module):
 
 
 def _normalize(images: torch.Tensor, mode: str, eps: float) -> torch.Tensor:
-    """Per-item normalisation of ``(batch, 1, n_mels, frames)``; see ``functional.normalize``."""
+    """Per-item normalisation of ``(batch, 1, n_mels, frames)``; the same rule as the numpy ``Frontend``."""
     if mode == "none":
         return images
     dims = (1, 2, 3)

@@ -1,7 +1,15 @@
-"""Decoding audio files and bytes into mono float32 at the model's sample rate.
+"""The one audio reader: files and bytes to mono float32 at the model's sample rate, block by block.
 
 libsndfile (through soundfile) reads WAV (PCM 8/16/24/32-bit, float, mu-law, WAVEX, RF64), FLAC,
 OGG/Vorbis, OGG/Opus and MP3; soxr resamples. Every failure is an :class:`AudioError` with a stable code.
+
+:class:`AudioStream` is the reader and holds every check: the header's (channels, rate, declared length,
+emptiness, a WAV data chunk cut short, an Ogg stream without its last page, damaged Ogg pages) before the
+first block, the stream's (NaN/inf or absurd samples, a decoder error at the end of the bytes = truncated,
+elsewhere = corrupt) while reading, and the decoded length against the header's once the last block is
+out. :func:`decode` is that stream read to the end and joined; :func:`stream` hands out its blocks. Every
+entry point (the service, ``soundscape analyze``, training's cache) therefore validates alike and raises
+the same error codes for the same bytes.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +30,13 @@ import soxr
 from .errors import AudioError, AudioErrorCode
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "MAX_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
     "Audio",
     "AudioInfo",
     "AudioSource",
+    "AudioStream",
     "decode",
     "probe",
     "resample",
@@ -35,6 +46,10 @@ __all__ = [
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 384_000
 RESAMPLE_QUALITY = "HQ"
+# File extensions of the containers the reader handles: what folder walks pick up (``soundscape analyze``;
+# training's clip discovery is to switch to this list too). The bytes decide, never the extension: a file
+# named explicitly is read whatever its name.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".w64", ".rf64"})
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -194,6 +209,68 @@ def _ogg_frames(head: bytes, tail: bytes, info: AudioInfo) -> int | None:
     return None
 
 
+_BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, initial value 0, no final XOR).
+
+    zlib computes the reflected CRC of the same polynomial: fed the bytes bit-reversed, with its initial and
+    final inversions cancelled, it gives the bit-reversed Ogg CRC (C speed, no Python loop over bytes).
+    """
+    raw = zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{raw:032b}"[::-1], 2)
+
+
+def _ogg_damage(fh: str | BinaryIO) -> tuple[AudioErrorCode, str] | None:
+    """Walk every Ogg page and check its checksum and sequence number; None when all are intact.
+
+    libvorbis and libopus skip a page that fails its CRC and decode on, so the decoded length alone does not
+    reveal damage (it depends on how reads fall on the pages). Reads one page at a time, so memory stays at
+    one page (<= 64 KB). Returns ``CORRUPT`` for a damaged page, a page out of sequence or bytes that are not
+    a page, ``TRUNCATED`` for a file that ends inside a page.
+    """
+    if isinstance(fh, str):
+        with open(fh, "rb") as f:
+            return _ogg_damage(f)
+    pos = fh.tell()
+    try:
+        fh.seek(0)
+        offset = 0
+        sequence: dict[int, int] = {}
+        open_streams: set[int] = set()
+        while True:
+            header = fh.read(27)
+            if not header:
+                return None
+            if len(header) < 27 or header[:4] != b"OggS":
+                if header[:4] == b"OggS" or b"OggS".startswith(header):
+                    return AudioErrorCode.TRUNCATED, f"the file ends inside the Ogg page header at byte {offset}"
+                if sequence and not open_streams:
+                    return None  # bytes after every stream's last page: nothing is decoded from them
+                return AudioErrorCode.CORRUPT, f"the bytes at offset {offset} are not an Ogg page"
+            n_seg = header[26]
+            lacing = fh.read(n_seg)
+            body_len = sum(lacing)
+            body = fh.read(body_len)
+            if len(lacing) < n_seg or len(body) < body_len:
+                return AudioErrorCode.TRUNCATED, f"the file ends inside the Ogg page at byte {offset}"
+            (stored,) = struct.unpack("<I", header[22:26])
+            if _ogg_crc(header[:22] + b"\0\0\0\0" + header[26:] + lacing + body) != stored:
+                return AudioErrorCode.CORRUPT, f"the Ogg page at byte {offset} fails its checksum"
+            serial, seq = struct.unpack("<II", header[14:22])
+            if serial in sequence and seq != sequence[serial] + 1:
+                return AudioErrorCode.CORRUPT, f"Ogg page {seq} follows page {sequence[serial]} (pages lost)"
+            sequence[serial] = seq
+            if header[5] & 0x02:
+                open_streams.add(serial)
+            if header[5] & 0x04:
+                open_streams.discard(serial)
+            offset += 27 + n_seg + body_len
+    finally:
+        fh.seek(pos)
+
+
 def _has_vbr_header(head: bytes) -> bool:
     """True when an MP3 starts with a Xing/Info/VBRI header, whose frame count is exact."""
     return any(tag in head[:8192] for tag in (b"Xing", b"Info", b"VBRI"))
@@ -339,14 +416,134 @@ def _check_finite(samples: np.ndarray, label: str) -> None:
                          f"{label}: sample magnitude {peak:.3g} is over {MAX_ABS_SAMPLE:g} x full scale (corrupt data)")
 
 
-def decode(
-    source: AudioSource,
-    *,
-    sample_rate: int | None = None,
-    max_duration_s: float | None = None,
-    name: str | None = None,
-) -> Audio:
-    """Decode audio to mono float32, resampled to ``sample_rate``.
+class AudioStream:
+    """An audio file read block by block as mono float32 at ``sample_rate``, with every check.
+
+    Opening runs the header checks, so a bad header raises here, before any sample is read; iterating
+    yields blocks of at most ``block_s`` seconds (at ``sample_rate``) and raises for problems in the
+    stream, including, after the last block, a decoded length short of the header's. The file is always
+    read 2^18 source frames at a time (memory stays at one read whatever the channels, rate and length)
+    through one streaming resampler, so the samples do not depend on ``block_s``, bit for bit: decoders
+    such as libsndfile's MP3 reader give slightly different samples for different read sizes. Single use;
+    closes itself when the iteration ends or fails (``close()`` or ``with`` otherwise).
+
+    Args:
+        source: a path, the file's bytes, or a seekable binary file object.
+        sample_rate (int, optional): target rate in Hz. (Default: the file's own rate)
+        block_s (float, optional): longest block yielded, in seconds. (Default: one read, 2^18 source frames)
+        max_duration_s (float, optional): refuse files longer than this, from the header. (Default: no limit)
+        name (str, optional): name used in error messages. (Default: the path, or ``<upload>``)
+
+    Attributes:
+        info (AudioInfo): the header's facts (the file's own rate, channels, frames, container).
+        sample_rate (int): rate of the yielded blocks.
+        frames_read (int): source frames decoded so far.
+        samples_out (int): samples yielded so far (at ``sample_rate``).
+
+    Raises:
+        AudioError: empty, not audio, unsupported encoding, truncated or corrupt stream, NaN/inf samples,
+            too long, no channels, or a sample rate outside 8-384 kHz.
+    """
+
+    def __init__(self, source: AudioSource, *, sample_rate: int | None = None, block_s: float | None = None,
+                 max_duration_s: float | None = None, name: str | None = None) -> None:
+        self.label = label = _describe(source, name)
+        self._fh = fh = _as_file(source)
+        self._size = size = _size_of(fh)
+        if size == 0:
+            raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file is empty (0 bytes)")
+        self._head, self._tail = head, tail = _head_and_tail(fh)
+        declared = _riff_declared(head)
+        self._snd = snd = _open(fh, label, head, tail)
+        try:
+            if snd.format == "OGG" and _ogg_truncated(tail):
+                raise AudioError(AudioErrorCode.TRUNCATED,
+                                 f"{label}: the Ogg stream ends without its last page (truncated file)")
+            self.info = info = _validate_header(snd, label, max_duration_s, declared[1] if declared else 0)
+            if declared is not None and declared[0] > size:
+                raise AudioError(AudioErrorCode.TRUNCATED, f"{label}: the WAV data chunk is cut short (truncated file)")
+            if info.format == "OGG" and (damage := _ogg_damage(fh)) is not None:
+                code, why = damage
+                kind = "truncated file" if code == AudioErrorCode.TRUNCATED else "corrupt stream"
+                raise AudioError(code, f"{label}: {why} ({kind})")
+        except BaseException:
+            snd.close()
+            raise
+        self.sample_rate = sample_rate or info.sample_rate
+        self._block = None if block_s is None else max(int(block_s * self.sample_rate), 1)
+        self.frames_read = 0
+        self.samples_out = 0
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._snd.close()
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds yielded so far (the whole file's once the iteration has ended)."""
+        return self.samples_out / self.sample_rate
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        snd, info, label = self._snd, self.info, self.label
+        n = _READ_BLOCK
+        resampler = (None if info.sample_rate == self.sample_rate else
+                     soxr.ResampleStream(info.sample_rate, self.sample_rate, 1, dtype="float32",
+                                         quality=RESAMPLE_QUALITY))
+        try:
+            while True:
+                try:
+                    block = snd.read(n, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    if _failed_at_end(self._fh, self._size):
+                        raise AudioError(AudioErrorCode.TRUNCATED,
+                                         f"{label}: the stream ends mid-frame (truncated file: {exc})") from None
+                    raise AudioError(AudioErrorCode.CORRUPT, f"{label}: corrupt audio stream ({exc})") from None
+                last = len(block) < n
+                mono = _downmix(block) if len(block) else np.zeros(0, np.float32)
+                _check_finite(mono, label)
+                self.frames_read += len(block)
+                if resampler is not None:
+                    mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+                mono = np.ascontiguousarray(mono, dtype=np.float32)
+                step = self._block or len(mono)
+                for a in range(0, len(mono), step):
+                    out = mono[a : a + step]
+                    self.samples_out += len(out)
+                    yield out
+                if last:
+                    break
+            if self.frames_read == 0:
+                raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file holds no samples")
+            _check_length(info, self.frames_read, self._head, self._tail, label)
+        finally:
+            self.close()
+
+
+def stream(source: AudioSource, *, sample_rate: int, block_s: float = 60.0, max_duration_s: float | None = None,
+           name: str | None = None) -> AudioStream:
+    """Decode a long file block by block, in bounded memory: the :class:`AudioStream` of ``source``.
+
+    Each yielded block is mono float32 at ``sample_rate``; concatenated they equal :func:`decode`'s samples
+    exactly, and the same checks run (header problems raise here, before the first block).
+
+    Args:
+        source: a path, the file's bytes, or a seekable binary file object.
+        sample_rate (int): target rate in Hz.
+        block_s (float): longest block yielded, in seconds (reads are 2^18 source frames). (Default: ``60.0``)
+        max_duration_s (float, optional): refuse files longer than this. (Default: no limit)
+        name (str, optional): name used in error messages.
+    """
+    return AudioStream(source, sample_rate=sample_rate, block_s=block_s, max_duration_s=max_duration_s, name=name)
+
+
+def decode(source: AudioSource, *, sample_rate: int | None = None, max_duration_s: float | None = None,
+           name: str | None = None) -> Audio:
+    """Decode audio to mono float32, resampled to ``sample_rate``: the :class:`AudioStream` read to the end.
 
     The duration limit is checked from the header before any sample is decoded, so an over-long upload
     costs almost nothing.
@@ -361,89 +558,18 @@ def decode(
         Audio: ``samples`` of shape ``(n,)``, float32, at ``sample_rate``.
 
     Raises:
-        AudioError: empty, not audio, unsupported encoding, truncated or corrupt stream, NaN/inf
-            samples, too long, no channels, or a sample rate outside 8-384 kHz.
+        AudioError: as :class:`AudioStream`.
     """
-    label = _describe(source, name)
-    fh = _as_file(source)
-    size = _size_of(fh)
-    if size == 0:
-        raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file is empty (0 bytes)")
-    head, tail = _head_and_tail(fh)
-    declared = _riff_declared(head)
-    with _open(fh, label, head, tail) as snd:
-        if snd.format == "OGG" and _ogg_truncated(tail):
-            raise AudioError(
-                AudioErrorCode.TRUNCATED, f"{label}: the Ogg stream ends without its last page (truncated file)"
-            )
-        info = _validate_header(snd, label, max_duration_s, declared[1] if declared else 0)
-        if declared is not None and declared[0] > size:
-            raise AudioError(
-                AudioErrorCode.TRUNCATED, f"{label}: the WAV data chunk is cut short (truncated file)"
-            )
-        target = sample_rate or info.sample_rate
-        try:
-            samples, decoded = _read_mono(snd, info.sample_rate, target, label)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            if _failed_at_end(fh, size):
-                raise AudioError(
-                    AudioErrorCode.TRUNCATED, f"{label}: the stream ends mid-frame (truncated file: {exc})"
-                ) from None
-            raise AudioError(AudioErrorCode.CORRUPT, f"{label}: corrupt audio stream ({exc})") from None
-    if decoded == 0:
-        raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file holds no samples")
-    _check_length(info, decoded, head, tail, label)
-    return Audio(
-        samples=samples,
-        sample_rate=target,
-        source_sample_rate=info.sample_rate,
-        channels=info.channels,
-        format=info.format,
-    )
+    reader = AudioStream(source, sample_rate=sample_rate, max_duration_s=max_duration_s, name=name)
+    blocks = list(reader)
+    samples = blocks[0] if len(blocks) == 1 else np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    info = reader.info
+    return Audio(samples=samples, sample_rate=reader.sample_rate, source_sample_rate=info.sample_rate,
+                 channels=info.channels, format=info.format)
 
 
-_READ_BLOCK = 1 << 18  # frames per read: bounds the multichannel, source-rate buffer to a few MB
-# Ogg is read in one call up to this many samples (frames x channels, 256 MB of float32): libvorbis and
-# libopus stop a single read at the first damaged page, which _check_length reports as CORRUPT, while
-# block reads run past it. Larger Ogg files are read in blocks (memory first).
-_OGG_ONE_READ_SAMPLES = 1 << 26
-
-
-def _read_mono(snd: sf.SoundFile, source_rate: int, target_rate: int, label: str) -> tuple[np.ndarray, int]:
-    """Read the rest of ``snd`` block by block as mono float32 at ``target_rate``.
-
-    Memory is the output plus one block: a file that compresses extremely well (e.g. 30 min of 384 kHz
-    8-channel FLAC silence, a few MB) would otherwise expand to ``frames x channels`` float32 (22 GB)
-    before the downmix. soxr's streaming resampler gives the same samples as a one-shot resample.
-
-    Returns:
-        tuple: ``(n',)`` float32 samples and the number of source frames decoded.
-
-    Raises:
-        AudioError: NaN or infinite samples. libsndfile errors propagate to the caller.
-    """
-    block_frames = _READ_BLOCK
-    if snd.format == "OGG" and snd.frames * snd.channels <= _OGG_ONE_READ_SAMPLES:
-        block_frames = max(snd.frames + 1, 1)
-    stream_rs = (None if source_rate == target_rate else
-                 soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY))
-    out: list[np.ndarray] = []
-    decoded = 0
-    while True:
-        block = snd.read(block_frames, dtype="float32", always_2d=True)
-        last = len(block) < block_frames
-        mono = _downmix(block) if len(block) else np.zeros(0, np.float32)
-        _check_finite(mono, label)
-        decoded += len(block)
-        if stream_rs is not None:
-            mono = stream_rs.resample_chunk(np.ascontiguousarray(mono), last=last)
-        if len(mono):
-            out.append(np.ascontiguousarray(mono, dtype=np.float32))
-        if last:
-            break
-    if not out:
-        return np.zeros(0, np.float32), decoded
-    return (out[0] if len(out) == 1 else np.concatenate(out)), decoded
+# Frames per read: bounds the multichannel, source-rate buffer to a few MB (8 channels at 384 kHz: 8 MB).
+_READ_BLOCK = 1 << 18
 
 
 def _check_length(info: AudioInfo, decoded: int, head: bytes, tail: bytes, label: str) -> None:
@@ -452,9 +578,8 @@ def _check_length(info: AudioInfo, decoded: int, head: bytes, tail: bytes, label
     Policy: PCM containers and FLAC allow 4096 frames of slack; MP3 with a Xing/Info/VBRI header (exact
     frame count) allows none, MP3 without one (length estimated from the bitrate) 1 %; both raise
     ``TRUNCATED`` (libmpg123 skips damaged frames, so a shortfall may also be damage: the message says
-    so). Ogg files whose last page is intact but which decode short lost pages to CRC failures in the
-    middle: ``CORRUPT`` (the expected length is the last page's granule position, since libsndfile's
-    own count stops at the first damaged page).
+    so). Ogg files (every page already checked) that decode short of their last page's granule position
+    are ``CORRUPT``.
     """
     if info.format == "OGG":
         expected = _ogg_frames(head, tail, info)
@@ -475,67 +600,6 @@ def _check_length(info: AudioInfo, decoded: int, head: bytes, tail: bytes, label
             AudioErrorCode.TRUNCATED,
             f"{label}: stream ended after {decoded} of {info.frames} frames (truncated or damaged file)",
         )
-
-
-def stream(
-    source: AudioSource,
-    *,
-    sample_rate: int,
-    block_s: float = 60.0,
-    max_duration_s: float | None = None,
-    name: str | None = None,
-) -> Iterator[np.ndarray]:
-    """Decode a long file block by block, in bounded memory.
-
-    Each yielded block is mono float32 at ``sample_rate``. Blocks join seamlessly (one streaming
-    resampler runs over the whole file), so concatenating them equals :func:`decode` up to resampler
-    edge effects of a few samples. Memory stays at about ``block_s`` seconds of audio whatever the file
-    length.
-
-    Args:
-        source: a path, the file's bytes, or a seekable binary file object.
-        sample_rate (int): target rate in Hz.
-        block_s (float): seconds of source audio read at a time. (Default: ``60.0``)
-        max_duration_s (float, optional): refuse files longer than this. (Default: no limit)
-        name (str, optional): name used in error messages.
-
-    Yields:
-        np.ndarray: ``(n,)`` float32 blocks.
-
-    Raises:
-        AudioError: as :func:`decode`, raised before the first block for header problems.
-    """
-    label = _describe(source, name)
-    fh = _as_file(source)
-    if _size_of(fh) == 0:
-        raise AudioError(AudioErrorCode.EMPTY, f"{label}: the file is empty (0 bytes)")
-    head, tail = _head_and_tail(fh)
-    snd = _open(fh, label, head, tail)
-    try:
-        info = _validate_header(snd, label, max_duration_s)
-        resampler = (
-            None
-            if info.sample_rate == sample_rate
-            else soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32",
-                                     quality=RESAMPLE_QUALITY)
-        )
-        block_frames = max(int(block_s * info.sample_rate), 1)
-        while True:
-            try:
-                data = snd.read(block_frames, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(AudioErrorCode.CORRUPT, f"{label}: corrupt audio stream ({exc})") from None
-            last = len(data) < block_frames
-            mono = _downmix(data) if len(data) else np.zeros(0, np.float32)
-            _check_finite(mono, label)
-            if resampler is not None:
-                mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
-            if len(mono):
-                yield np.ascontiguousarray(mono, dtype=np.float32)
-            if last:
-                break
-    finally:
-        snd.close()
 
 
 def is_path(source: AudioSource) -> bool:
