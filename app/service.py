@@ -1,18 +1,22 @@
-"""The prediction pipeline behind ``/v1/predict``: upload -> decode -> windows -> log-mel -> batched model.
+"""``/v1/predict`` and ``/v1/predict/batch``: uploads through the one window pipeline, answers through the
+shared renderers.
 
-Decoding, resampling and the front end are CPU work and run in a bounded thread pool (``cpu_workers``),
-the model runs in the batcher's own thread; the event loop only moves bytes. Windows are computed and
-submitted in chunks of ``batch_max_size``, so a long recording never holds all its images at once and its
-first chunk is on the model while the next one is being computed.
+Each file runs through :class:`soundscape.pipeline.WindowPipeline`: the audio is read block by block
+(:class:`soundscape.audio.AudioStream`, every check of the one reader) and cut into chunks of
+``batch_max_size`` windows whose images are computed in a bounded thread pool (``cpu_workers``); each chunk
+goes to the dynamic batcher, which runs the model in its own threads on windows of concurrent requests. The
+event loop only moves bytes. A long recording never holds all its samples or images at once, and its first
+chunk is on the model while the next one is decoded. Answers are rendered by :mod:`soundscape.render`, as
+``soundscape analyze`` renders its files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
+import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,89 +25,40 @@ from typing import Literal
 
 import numpy as np
 from fastapi import Request
+from fastapi.responses import Response
 
-from soundscape.audio import AudioError, Frontend, decode
-from soundscape.audio.functional import cut_windows, window_starts
-from soundscape.inference import row_id
-from soundscape.postprocess import PostprocessReport, apply_postprocess, postprocess_report
+from soundscape import render
+from soundscape.audio import AudioError, AudioStream
+from soundscape.options import ResultOptions, UnknownSpeciesError
+from soundscape.pipeline import AudioFacts, Chunk, Prediction, StageTimes
+from soundscape.postprocess import postprocess_report
 
 from .batching import BatcherClosedError, QueueFullError
 from .core.config import Settings
 from .errors import ApiError, audio_error, error_body
 from .metrics import Metrics
 from .model_manager import ServedModel
-from .schemas import (
-    AudioSummary,
-    BatchItem,
-    BatchResponse,
-    ErrorResponse,
-    ModelRef,
-    PredictResponse,
-    Timings,
-    WindowResult,
-)
+from .schemas import BatchItem, BatchResponse, ErrorResponse, ModelRef, PredictResponse
 from .uploads import Upload, is_audio_type, receive_uploads
 
-__all__ = ["PredictOptions", "Predictor", "Result"]
+__all__ = ["Answer", "Predictor"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """A request's query options (already type-checked by FastAPI)."""
-
-    hop_s: float | None = None
-    threshold: float | None = None
-    top_k: int | None = None
-    species: tuple[str, ...] | None = None
-    format: Literal["json", "csv"] = "json"
-
-    @staticmethod
-    def parse_species(values: list[str] | None) -> tuple[str, ...] | None:
-        """``?species=a&species=b,c`` -> ``("a", "b", "c")`` (order kept, duplicates dropped)."""
-        if not values:
-            return None
-        codes = [c.strip() for v in values for c in v.split(",") if c.strip()]
-        return tuple(dict.fromkeys(codes)) or None
-
-    def check(self, model: ServedModel, settings: Settings) -> None:
-        """Checks that need the model or settings; raises 422 ``invalid_option``."""
-        if self.hop_s is not None and self.hop_s < settings.min_hop_s:
-            raise ApiError(422, "invalid_option", f"hop_s={self.hop_s} is below the minimum of {settings.min_hop_s}")
-        if self.species:
-            known = set(model.card.codes)
-            unknown = [c for c in self.species if c not in known]
-            if unknown:
-                raise ApiError(422, "unknown_species",
-                               f"species {unknown} are not labels of {model.name} v{model.version}")
+Format = Literal["json", "csv"]
 
 
 @dataclass(frozen=True)
-class AudioFacts:
-    """What the response reports about a recording (the samples themselves are freed early)."""
+class Answer:
+    """A rendered answer: the JSON model, or CSV text with its headers."""
 
-    duration_s: float
-    source_sample_rate: int
-    channels: int
+    body: PredictResponse | BatchResponse | str
+    headers: dict[str, str]
 
-
-@dataclass
-class Result:
-    """Raw outcome of one file."""
-
-    stem: str
-    audio: AudioFacts
-    starts_s: np.ndarray
-    window_s: float
-    probabilities: np.ndarray  # (n_windows, n_labels), after the card's postprocessing
-    postprocess: PostprocessReport
-    timings: Timings
-
-
-def _images(frontend: Frontend, samples: np.ndarray, starts_s: np.ndarray) -> np.ndarray:
-    cfg = frontend.cfg
-    return frontend(cut_windows(samples, cfg.sample_rate, starts_s, cfg.window_samples))
+    def response(self) -> Response | PredictResponse | BatchResponse:
+        if isinstance(self.body, str):
+            return Response(self.body, media_type="text/csv", headers=self.headers)
+        return self.body
 
 
 class Predictor:
@@ -143,9 +98,19 @@ class Predictor:
     async def _cpu_call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._cpu, lambda: fn(*args, **kwargs))
 
+    def check(self, model: ServedModel, opts: ResultOptions) -> None:
+        """Checks that need the model or settings; raises 422."""
+        if opts.hop_s is not None and opts.hop_s < self.settings.min_hop_s:
+            raise ApiError(422, "invalid_option",
+                           f"hop_s={opts.hop_s} is below the minimum of {self.settings.min_hop_s}")
+        try:
+            opts.check(model.card)
+        except UnknownSpeciesError as exc:
+            raise ApiError(422, "unknown_species", str(exc)) from None
+
     # -- one file --------------------------------------------------------------------------------
-    async def predict_file(self, model: ServedModel, upload: Upload, opts: PredictOptions) -> Result:
-        """Decode, window and score one file.
+    async def predict_file(self, model: ServedModel, upload: Upload, opts: ResultOptions) -> Prediction:
+        """Read, window and score one file through the pipeline, the model behind the batcher.
 
         Raises:
             ApiError: 400/413 bad audio, 415 not audio, 503 queue full or model closing.
@@ -153,33 +118,42 @@ class Predictor:
         if upload.content_type and not is_audio_type(upload.content_type):
             raise ApiError(415, "unsupported_media_type",
                            f"{upload.stem}: content type {upload.content_type!r} is not audio")
-        fe = model.engine.frontend
-        cfg = fe.cfg
+        pipe = model.engine.pipeline(opts.hop_s, chunk_windows=self.settings.batch_max_size)
         t0 = time.perf_counter()
+        state: dict = {}
+        lock = threading.Lock()  # one thread at a time touches this request's reader and generator
+
+        def start() -> None:
+            with lock:
+                state["reader"] = AudioStream(upload.file, sample_rate=model.card.frontend.sample_rate,
+                                              max_duration_s=self.settings.max_duration_s, name=upload.stem)
+                state["chunks"] = pipe.chunks(state["reader"])
+
+        def step() -> Chunk | None:
+            with lock:
+                return next(state["chunks"], None)
+
+        def cleanup() -> None:
+            with lock:
+                if "chunks" in state:
+                    state["chunks"].close()
+                    state["reader"].close()
+
+        starts: list[np.ndarray] = []
+        pending: list[asyncio.Future] = []
+        first_submit: float | None = None
+        open_s = 0.0
         try:
-            audio = await self._cpu_call(decode, upload.file, sample_rate=cfg.sample_rate,
-                                         max_duration_s=self.settings.max_duration_s, name=upload.stem)
+            await self._cpu_call(start)
+            open_s = time.perf_counter() - t0
+            while (chunk := await self._cpu_call(step)) is not None:
+                first_submit = first_submit or time.perf_counter()
+                starts.append(chunk.starts_s)
+                pending.append(asyncio.ensure_future(model.batcher.submit(chunk.images)))
+            # Only the images are held from here on (no samples), ~2 MB per minute of audio.
+            outs = await asyncio.gather(*pending)
         except AudioError as exc:
             raise audio_error(exc) from None
-        t1 = time.perf_counter()
-        hop = cfg.hop_s if opts.hop_s is None else opts.hop_s
-        starts = window_starts(len(audio.samples), cfg.sample_rate, cfg.window_s, hop, cfg.min_partial_s)
-        step = self.settings.batch_max_size
-        frontend_s = 0.0
-        first_submit: float | None = None
-        pending: list[asyncio.Task] = []
-        try:
-            for a in range(0, len(starts), step):
-                f0 = time.perf_counter()
-                images = await self._cpu_call(_images, fe, audio.samples, starts[a : a + step])
-                frontend_s += time.perf_counter() - f0
-                first_submit = first_submit or time.perf_counter()
-                pending.append(asyncio.ensure_future(model.batcher.submit(images)))
-            # Only the images are needed from here on: drop the samples before waiting for the model,
-            # so requests queued behind a busy model hold ~2 MB per minute of audio, not ~30 MB.
-            facts = AudioFacts(audio.duration_s, audio.source_sample_rate, audio.channels)
-            del audio
-            outs = await asyncio.gather(*pending)
         except QueueFullError as exc:
             raise self._busy("queue_full", str(exc)) from None
         except BatcherClosedError as exc:
@@ -187,40 +161,48 @@ class Predictor:
         finally:
             for task in pending:
                 task.cancel()
+            if lock.acquire(blocking=False):  # nothing running: close now
+                lock.release()
+                cleanup()
+            else:  # cancelled while a CPU thread is still on this file: close after it
+                self._cpu.submit(cleanup)
         t2 = time.perf_counter()
-        probs = np.concatenate(outs) if outs else np.zeros((0, len(model.card.labels)), np.float32)
-        # The card's temporal smoothing, on the whole file, before any filter (same call as batch analysis).
-        probs, postprocess = apply_postprocess(probs, model.card, hop)
-        model_s = t2 - (first_submit or t2)
+        times = StageTimes(decode_s=open_s + pipe.decode_s, frontend_s=pipe.frontend_s,
+                           model_s=t2 - (first_submit or t2), total_s=t2 - t0)
+        # The card's temporal smoothing, on the whole file, before any filter (the pipeline's one call).
+        pred = pipe.finish(starts, outs, audio=AudioFacts.of(state["reader"]), times=times)
         m = self.metrics
-        m.audio_seconds.inc(facts.duration_s)
-        m.windows.inc(len(starts))
-        m.stage_seconds.labels("decode").observe(t1 - t0)
-        m.stage_seconds.labels("frontend").observe(frontend_s)
-        m.stage_seconds.labels("model").observe(model_s)
-        timings = Timings(decode_ms=round((t1 - t0) * 1000, 2), frontend_ms=round(frontend_s * 1000, 2),
-                          model_ms=round(model_s * 1000, 2), total_ms=round((t2 - t0) * 1000, 2))
-        return Result(stem=upload.stem, audio=facts, starts_s=starts, window_s=cfg.window_s,
-                      probabilities=probs, postprocess=postprocess, timings=timings)
+        m.audio_seconds.inc(pred.audio.duration_s)
+        m.windows.inc(len(pred))
+        m.stage_seconds.labels("decode").observe(times.decode_s)
+        m.stage_seconds.labels("frontend").observe(times.frontend_s)
+        m.stage_seconds.labels("model").observe(times.model_s)
+        return pred
 
     # -- requests --------------------------------------------------------------------------------
-    async def predict(self, request: Request, model: ServedModel, opts: PredictOptions) -> PredictResponse | str:
-        """``POST /v1/predict``: a :class:`PredictResponse`, or CSV text when ``opts.format == "csv"``."""
-        opts.check(model, self.settings)
+    async def predict(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
+        """``POST /v1/predict``: one file, rendered as JSON or BirdCLEF CSV."""
+        self.check(model, opts)
         with self.admit():
             uploads = await receive_uploads(request, self.settings, max_files=1)
             try:
-                result = await self.predict_file(model, uploads[0], opts)
+                pred = await self.predict_file(model, uploads[0], opts)
             finally:
                 for u in uploads:
                     u.close()
-        if opts.format == "csv":
-            return self.to_csv(model, result, opts)
-        return self.to_response(model, result, opts)
+        stem = uploads[0].stem
+        if fmt == "csv":
+            return Answer(render.birdclef_csv(pred, model.card, stem, opts.species),
+                          self._csv_headers(model, render.postprocess_header(pred.postprocess)))
+        return Answer(render.response(pred, model.card, stem, opts), {})
 
-    async def predict_batch(self, request: Request, model: ServedModel, opts: PredictOptions) -> BatchResponse:
-        """``POST /v1/predict/batch``: every file scored concurrently, one result or error each."""
-        opts.check(model, self.settings)
+    async def predict_batch(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
+        """``POST /v1/predict/batch``: every file scored concurrently, one result or error each.
+
+        JSON: a :class:`BatchResponse`. CSV: the BirdCLEF rows of every file that succeeded, in upload
+        order under one header; the files that failed are listed in ``X-Failed-Files`` (JSON).
+        """
+        self.check(model, opts)
         with self.admit():
             uploads = await receive_uploads(request, self.settings, max_files=self.settings.max_batch_files)
             try:
@@ -229,79 +211,29 @@ class Predictor:
             finally:
                 for u in uploads:
                     u.close()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ApiError):
+                raise outcome
+        names = [u.filename.replace("\\", "/").rsplit("/", 1)[-1][:200] for u in uploads]
+        if fmt == "csv":
+            parts = [render.birdclef_csv(o, model.card, u.stem, opts.species)
+                     for u, o in zip(uploads, outcomes, strict=True) if isinstance(o, Prediction)]
+            failed = [{"filename": n, "status": o.status, "error": o.code}
+                      for n, o in zip(names, outcomes, strict=True) if isinstance(o, ApiError)]
+            report = postprocess_report(model.card, opts.hop_s)
+            headers = self._csv_headers(model, render.postprocess_header(report))
+            headers["X-Failed-Files"] = json.dumps(failed)
+            return Answer(render.join_csv(render.birdclef_header(model.card, opts.species), parts), headers)
         items = []
-        for upload, outcome in zip(uploads, outcomes, strict=True):
-            name = upload.filename.replace("\\", "/").rsplit("/", 1)[-1][:200]
+        for upload, name, outcome in zip(uploads, names, outcomes, strict=True):
             if isinstance(outcome, ApiError):
                 items.append(BatchItem(filename=name, status=outcome.status,
                                        error=ErrorResponse(**error_body(outcome.code, outcome.detail))))
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
-                items.append(BatchItem(filename=name, status=200, result=self.to_response(model, outcome, opts)))
-        return BatchResponse(model=ModelRef(name=model.name, version=model.version), results=items)
-
-    # -- rendering -------------------------------------------------------------------------------
-    @staticmethod
-    def _columns(model: ServedModel, opts: PredictOptions) -> tuple[list[str], np.ndarray]:
-        codes = model.card.codes
-        if not opts.species:
-            return codes, np.arange(len(codes))
-        index = {c: i for i, c in enumerate(codes)}
-        return list(opts.species), np.array([index[c] for c in opts.species], dtype=np.int64)
+                items.append(BatchItem(filename=name, status=200,
+                                       result=render.response(outcome, model.card, upload.stem, opts)))
+        return Answer(BatchResponse(model=ModelRef(name=model.name, version=model.version), results=items), {})
 
     @staticmethod
-    def _filter(codes: list[str], row: np.ndarray, opts: PredictOptions) -> dict[str, float]:
-        order = np.argsort(-row, kind="stable") if opts.top_k else range(len(codes))
-        out: dict[str, float] = {}
-        for i in order:
-            p = float(row[i])
-            if opts.threshold is not None and p < opts.threshold:
-                if opts.top_k:
-                    break  # sorted: the rest are lower
-                continue
-            out[codes[i]] = round(p, 6)
-            if opts.top_k and len(out) >= opts.top_k:
-                break
-        return out
-
-    def to_response(self, model: ServedModel, result: Result, opts: PredictOptions) -> PredictResponse:
-        codes, cols = self._columns(model, opts)
-        probs = result.probabilities[:, cols]
-        windows = [
-            WindowResult(start_s=round(float(s), 3), end_s=round(float(s) + result.window_s, 3),
-                         row_id=row_id(result.stem, float(s) + result.window_s),
-                         probabilities=self._filter(codes, row, opts))
-            for s, row in zip(result.starts_s, probs, strict=True)
-        ]
-        summary = self._filter(codes, probs.max(axis=0), opts) if len(probs) else {}
-        audio = result.audio
-        return PredictResponse(
-            model=ModelRef(name=model.name, version=model.version),
-            postprocess=result.postprocess,
-            audio=AudioSummary(duration_s=round(audio.duration_s, 3), sample_rate=audio.source_sample_rate,
-                               channels=audio.channels, windows=len(result.starts_s)),
-            windows=windows,
-            summary=summary,
-            timings=result.timings,
-        )
-
-    @staticmethod
-    def postprocess_header(model: ServedModel, opts: PredictOptions) -> str:
-        """``X-Postprocess`` of a CSV answer, e.g. ``smoothing=neighbours; applied=true; neighbour_offset=1``."""
-        report = postprocess_report(model.card, opts.hop_s)
-        parts = [f"smoothing={report.smoothing}", f"applied={str(report.applied).lower()}"]
-        if report.neighbour_offset is not None:
-            parts.append(f"neighbour_offset={report.neighbour_offset}")
-        return "; ".join(parts)
-
-    def to_csv(self, model: ServedModel, result: Result, opts: PredictOptions) -> str:
-        """BirdCLEF submission rows: ``row_id`` then one column per species (threshold/top_k do not apply)."""
-        codes, cols = self._columns(model, opts)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["row_id", *codes])
-        for s, row in zip(result.starts_s, result.probabilities[:, cols], strict=True):
-            writer.writerow([row_id(result.stem, float(s) + result.window_s),
-                             *(f"{float(p):.6f}" for p in row)])
-        return buf.getvalue()
+    def _csv_headers(model: ServedModel, postprocess: str) -> dict[str, str]:
+        return {"X-Model-Name": model.name, "X-Model-Version": str(model.version), "X-Postprocess": postprocess}

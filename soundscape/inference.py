@@ -1,21 +1,23 @@
 """The inference engine: a verified ONNX model plus the front end its card describes.
 
 Used by the HTTP service and by batch analysis; no torch. One :class:`Engine` holds one ONNX Runtime
-session; ``run`` is thread-safe (ONNX Runtime allows concurrent ``run`` calls on one session).
+session; ``run`` is thread-safe (ONNX Runtime allows concurrent ``run`` calls on one session). Recordings go
+through the one window pipeline (:mod:`soundscape.pipeline`): :meth:`Engine.pipeline` builds it for this
+model, :meth:`Engine.predict` runs it on decoded audio.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
 from model_store import ModelCard, VerifiedModel
-from soundscape.audio import Audio, Frontend, Windows
-from soundscape.postprocess import PostprocessReport, apply_postprocess
+from soundscape.audio import Audio, AudioStream, Frontend, Windows
+from soundscape.pipeline import Prediction, WindowPipeline
+from soundscape.render import row_id
 
 __all__ = ["Engine", "EngineError", "Prediction", "row_id", "sigmoid"]
 
@@ -35,34 +37,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     ex = np.exp(x[~pos])
     out[~pos] = ex / (1.0 + ex)
     return out
-
-
-def row_id(stem: str, end_s: float) -> str:
-    """BirdCLEF row id of a window: ``<file stem>_<int(end_s)>``.
-
-    A hair of slack keeps 15.0 at 15 when the end time comes from float sums (e.g. ``0.1 * 150``).
-    """
-    return f"{stem}_{int(end_s + 1e-6)}"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Per-window results for one recording.
-
-    Attributes:
-        starts_s (np.ndarray): ``(n_windows,)`` window starts in seconds.
-        ends_s (np.ndarray): ``(n_windows,)`` window ends (``start + window_s``).
-        probabilities (np.ndarray): ``(n_windows, n_labels)`` float32 in [0, 1], after the card's
-            postprocessing (:mod:`soundscape.postprocess`) unless ``predict`` was told not to.
-        embeddings (np.ndarray | None): ``(n_windows, dim)`` float32 when requested.
-        postprocess (PostprocessReport | None): what was done to ``probabilities`` after the model.
-    """
-
-    starts_s: np.ndarray
-    ends_s: np.ndarray
-    probabilities: np.ndarray
-    embeddings: np.ndarray | None = None
-    postprocess: PostprocessReport | None = None
 
 
 class Engine:
@@ -156,33 +130,19 @@ class Engine:
         """Windows of decoded audio by the card's policy."""
         return self.frontend.windows(audio, hop_s)
 
-    def predict(self, audio: Audio, *, hop_s: float | None = None, embeddings: bool = False,
+    def pipeline(self, hop_s: float | None = None, chunk_windows: int = 64) -> WindowPipeline:
+        """The window pipeline of one recording through this model (see :mod:`soundscape.pipeline`)."""
+        return WindowPipeline(self.card, self.frontend, hop_s=hop_s, chunk_windows=chunk_windows)
+
+    def predict(self, audio: Audio | AudioStream, *, hop_s: float | None = None, embeddings: bool = False,
                 batch_size: int = 64, postprocess: bool = True) -> Prediction:
-        """Per-window probabilities for one decoded recording (at the card's sample rate).
+        """Per-window probabilities for one recording at the card's sample rate: decoded, or streamed.
 
         With ``postprocess`` (the default) the card's smoothing is applied as the service and batch
-        analysis apply it; ``postprocess=False`` gives the model's raw probabilities.
+        analysis apply it (the same pipeline); ``postprocess=False`` gives the model's raw probabilities.
         """
-        wins = self.windows(audio, hop_s)
-        probs, embs = [], []
-        for a in range(0, len(wins), batch_size):
-            images = self.frontend(wins.samples[a : a + batch_size])
-            p, e = self.run(images, embeddings=embeddings)
-            probs.append(p)
-            if e is not None:
-                embs.append(e)
-        n_labels = len(self.card.labels)
-        probabilities = np.concatenate(probs) if probs else np.zeros((0, n_labels), np.float32)
-        report = None
-        if postprocess:
-            probabilities, report = apply_postprocess(probabilities, self.card, hop_s)
-        return Prediction(
-            starts_s=wins.starts_s,
-            ends_s=wins.ends_s,
-            probabilities=probabilities,
-            embeddings=np.concatenate(embs) if embs else None,
-            postprocess=report,
-        )
+        return self.pipeline(hop_s, batch_size).run(audio, lambda x: self.run(x, embeddings=embeddings),
+                                                     postprocess=postprocess)
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1, 12)) -> float:
         """Run the model once per batch size on silence; returns the seconds it took."""

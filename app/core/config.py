@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_store import DEFAULT_MODEL_NAME, default_store_path
+from soundscape.options import MIN_HOP_S
 
 __all__ = ["Settings", "get_settings"]
 
@@ -57,7 +58,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * _MiB, ge=1024, description="Largest accepted audio file, in bytes.")
     max_duration_s: float = Field(1800.0, gt=0, le=24 * 3600,
                                   description="Longest accepted recording, in seconds (checked from the header).")
-    min_hop_s: float = Field(1.0, gt=0, le=60, description="Smallest hop_s a client may ask for.")
+    min_hop_s: float = Field(MIN_HOP_S, ge=MIN_HOP_S, le=60,
+                             description="Smallest hop_s a client may ask for (never under 1 s, the shared rule: "
+                                         "shorter hops would repeat BirdCLEF row ids).")
     max_batch_files: int = Field(16, ge=1, le=1000, description="Most files in one /v1/predict/batch request.")
     max_concurrent_requests: int = Field(
         64, ge=1, le=100_000,

@@ -1,11 +1,14 @@
 """Batch analysis of recording archives: ``soundscape analyze``.
 
-Streams each file through the inference engine in bounded memory, writes detections in several formats,
-keeps a resumable journal, and runs on a local process pool or on a Ray cluster.
+Streams each file through the engine's window pipeline (:mod:`soundscape.pipeline`) in bounded memory,
+writes it in the formats of :mod:`soundscape.render` (the service's renderers), keeps a resumable journal,
+and runs on a local process pool or on a Ray cluster.
 """
 
-from .core import Detection, FileAnalysis, analyze_file, detections, load_model, stream_windows
-from .formats import SUFFIXES, service_json, write_outputs
+from soundscape.audio.functional import stream_windows
+
+from .core import analyze_file, load_model
+from .formats import SUFFIXES, write_outputs
 from .inputs import AUDIO_EXTENSIONS, InputFile, find_inputs
 from .journal import Journal, file_key
 from .runner import run_analysis
@@ -16,17 +19,13 @@ __all__ = [
     "FORMATS",
     "SUFFIXES",
     "AnalyzeSettings",
-    "Detection",
-    "FileAnalysis",
     "InputFile",
     "Journal",
     "analyze_file",
-    "detections",
     "file_key",
     "find_inputs",
     "load_model",
     "run_analysis",
-    "service_json",
     "stream_windows",
     "write_outputs",
 ]

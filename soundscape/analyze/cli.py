@@ -8,6 +8,7 @@ import logging
 import sys
 
 from model_store import DEFAULT_MODEL_NAME
+from soundscape.options import MIN_HOP_S
 
 from .settings import FORMATS
 
@@ -35,10 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", dest="model_dir", default=None, metavar="VERSION_DIR",
                        help="A model folder (card.json + model.onnx, sha256-checked) instead of the store.")
     res = parser.add_argument_group("results")
-    res.add_argument("--hop-s", type=float, default=None, help="Step between windows (default: the card's).")
-    res.add_argument("--min-conf", type=float, default=0.1, help="Minimum probability of a detection.")
-    res.add_argument("--species", nargs="+", default=None, metavar="CODE", help="Only report these codes.")
-    res.add_argument("--top-k", type=int, default=None, help="At most K detections per window.")
+    res.add_argument("--hop-s", type=float, default=None,
+                     help=f"Step between windows, >= {MIN_HOP_S:g} s (default: the card's; the service's hop_s).")
+    res.add_argument("--threshold", type=float, default=None,
+                     help="Report probabilities >= this in detections and JSON (default: 0.1; the service's "
+                          "threshold).")
+    res.add_argument("--min-conf", type=float, default=None, help="Deprecated name of --threshold.")
+    res.add_argument("--species", nargs="+", default=None, metavar="CODE",
+                     help="Only report these codes (the service's species).")
+    res.add_argument("--top-k", type=int, default=None, help="At most K species per window (the service's top_k).")
     res.add_argument("--format", dest="formats", nargs="+", default=["csv"], metavar="FMT",
                      help=f"Output formats, several at once: {', '.join(FORMATS)}.")
     res.add_argument("--embeddings", action="store_true", help="Also write per-window embeddings (Parquet).")
@@ -65,9 +71,18 @@ def run(args: argparse.Namespace) -> int:
     from .runner import run_analysis
     from .settings import AnalyzeSettings
 
+    threshold = args.threshold
+    if args.min_conf is not None:
+        print("soundscape analyze: --min-conf is deprecated, use --threshold (the same option, named as in the "
+              "service)", file=sys.stderr)
+        if threshold is not None and threshold != args.min_conf:
+            print("soundscape analyze: invalid options: --min-conf and --threshold differ; give --threshold only",
+                  file=sys.stderr)
+            return 2
+        threshold = args.min_conf
     fields = {k: v for k, v in {
         "inputs": args.inputs, "out": args.out, "store": args.store, "name": args.name, "version": args.version,
-        "model_dir": args.model_dir, "hop_s": args.hop_s, "min_conf": args.min_conf,
+        "model_dir": args.model_dir, "hop_s": args.hop_s, "threshold": threshold,
         "species": _split(args.species), "top_k": args.top_k, "formats": _split(args.formats),
         "embeddings": args.embeddings, "engine": args.engine, "workers": args.workers, "address": args.address,
         "num_cpus": args.num_cpus, "resume": args.resume, "block_s": args.block_s, "batch_size": args.batch_size,

@@ -7,9 +7,7 @@ driver appends to the journal and writes the run-level files (``failures.csv``, 
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
 import json
 import logging
 import multiprocessing as mp
@@ -23,6 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model_store import VerifiedModel
+from soundscape import render
+from soundscape.options import UnknownSpeciesError
 from soundscape.postprocess import postprocess_report
 
 from .core import load_model
@@ -102,11 +102,10 @@ def run_local(model: VerifiedModel, settings: AnalyzeSettings, tasks: list[dict]
 
 
 def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
-    codes = model.card.codes
-    unknown = sorted(set(settings.species or []) - set(codes))
-    if unknown:
-        raise ValueError(f"species={unknown} are not labels of {model.card.name} v{model.card.version} "
-                         f"(labels: {', '.join(codes)})")
+    try:
+        settings.options().check(model.card)
+    except UnknownSpeciesError as exc:
+        raise ValueError(str(exc)) from None
     if ("parquet" in settings.formats or settings.embeddings) and importlib.util.find_spec("pyarrow") is None:
         raise ValueError("--format parquet and --embeddings need pyarrow: pip install 'soundscape[batch]'")
     if settings.embeddings and model.card.embedding_output is None:
@@ -116,14 +115,6 @@ def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
 def _remove_stale_temps(out: Path) -> None:
     for p in out.rglob(f".*{TMP_MARK}*"):
         p.unlink(missing_ok=True)
-
-
-def _csv_text(header: list[str], rows: list[list]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def run_analysis(settings: AnalyzeSettings, *, progress: bool = True) -> dict:
@@ -200,13 +191,12 @@ def _finish(settings: AnalyzeSettings, model: VerifiedModel, files: list, keys: 
             failures[f.path] = rec
     failed_rows = [[r["path"], r["error_code"], r["message"]] for r in sorted(failures.values(),
                                                                             key=lambda r: r["path"])]
-    fail_text = _csv_text(["path", "error_code", "message"], failed_rows)
+    fail_text = render.table(failed_rows, header=["path", "error_code", "message"])
     write_atomic(out / "failures.csv", lambda tmp: tmp.write_text(fail_text, encoding="utf-8"))
     if "birdclef" in settings.formats:
         parts = [(out / (f.rel + SUFFIXES["birdclef"])).read_text(encoding="utf-8") for f, _ in done]
-        header = "row_id," + ",".join(model.card.codes) + "\n"
-        body = "".join(p.split("\n", 1)[1] for p in parts)
-        write_atomic(out / SUBMISSION_FILE, lambda tmp: tmp.write_text(header + body, encoding="utf-8"))
+        text = render.join_csv(render.birdclef_header(model.card, settings.species), parts)
+        write_atomic(out / SUBMISSION_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     per_species: Counter = Counter()
     for _, rec in done:
         per_species.update(rec["detections"])

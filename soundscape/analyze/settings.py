@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model_store import DEFAULT_MODEL_NAME, default_store_path
+from soundscape.options import SPECIES_DOC, HopS, ResultOptions, Threshold, TopK, parse_species
 
 __all__ = ["FORMATS", "AnalyzeSettings", "OutputFormat"]
 
@@ -40,10 +42,11 @@ class AnalyzeSettings(BaseModel):
     version: int | None = Field(None, ge=1, description="Model version (default: production).")
     model_dir: Path | None = Field(None, description="A version folder (card.json + model.onnx) instead "
                                                      "of the store.")
-    hop_s: float | None = Field(None, gt=0, le=60, description="Step between windows (default: the card's).")
-    min_conf: float = Field(0.1, ge=0, le=1, description="Detections need at least this probability.")
-    species: list[str] | None = Field(None, description="Only report these label codes.")
-    top_k: int | None = Field(None, ge=1, description="At most this many detections per window.")
+    hop_s: HopS = None
+    threshold: Threshold = Field(0.1, description="Report probabilities >= this: detections and JSON (the "
+                                 "service's `threshold`; `min_conf` is its deprecated name).")
+    species: list[str] | None = Field(None, description=SPECIES_DOC)
+    top_k: TopK = None
     formats: list[OutputFormat] = Field(default_factory=lambda: ["csv"], min_length=1)
     embeddings: bool = Field(False, description="Also write per-window embeddings to Parquet.")
     engine: Literal["local", "ray"] = Field("local")
@@ -54,6 +57,20 @@ class AnalyzeSettings(BaseModel):
     block_s: float = Field(60.0, gt=0, le=3600, description="Seconds of audio decoded at a time.")
     batch_size: int = Field(32, ge=1, le=4096, description="Windows per model run.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _min_conf(cls, data: Any) -> Any:
+        """``min_conf`` (the old name of ``threshold``) still works, with a DeprecationWarning."""
+        if isinstance(data, dict) and "min_conf" in data:
+            data = dict(data)
+            value = data.pop("min_conf")
+            if "threshold" in data and data["threshold"] != value:
+                raise ValueError("min_conf is the deprecated name of threshold: give one of them")
+            warnings.warn("min_conf is deprecated: use threshold (the service's name)", DeprecationWarning,
+                          stacklevel=2)
+            data["threshold"] = value
+        return data
+
     @field_validator("formats")
     @classmethod
     def _unique_formats(cls, formats: list[str]) -> list[str]:
@@ -62,9 +79,9 @@ class AnalyzeSettings(BaseModel):
     @field_validator("species")
     @classmethod
     def _species(cls, species: list[str] | None) -> list[str] | None:
-        if species is not None and not species:
+        if species is not None and not parse_species(species):
             raise ValueError("species=[] selects nothing; leave it unset to report every label")
-        return species
+        return list(parse_species(species)) if species is not None else None
 
     @model_validator(mode="after")
     def _check(self) -> AnalyzeSettings:
@@ -72,11 +89,20 @@ class AnalyzeSettings(BaseModel):
             raise ValueError(f"version={self.version} and model_dir={self.model_dir} are exclusive")
         return self
 
+    @property
+    def min_conf(self) -> float | None:
+        """Deprecated name of :attr:`threshold`."""
+        return self.threshold
+
+    def options(self) -> ResultOptions:
+        """The run's result options, as the service takes them."""
+        return ResultOptions(hop_s=self.hop_s, threshold=self.threshold, top_k=self.top_k, species=self.species)
+
     def result_options(self) -> dict:
         """The options that change a file's outputs (part of its journal key)."""
         return {
             "hop_s": self.hop_s,
-            "min_conf": self.min_conf,
+            "threshold": self.threshold,
             "species": sorted(self.species) if self.species else None,
             "top_k": self.top_k,
             "formats": sorted(self.formats),

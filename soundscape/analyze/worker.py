@@ -11,7 +11,7 @@ from model_store import VerifiedModel
 from soundscape.audio import AudioError
 from soundscape.inference import Engine
 
-from .core import analyze_file, detections
+from .core import analyze_file
 from .formats import write_outputs
 from .settings import AnalyzeSettings
 
@@ -33,6 +33,7 @@ class FileProcessor:
     def __init__(self, model: VerifiedModel, settings: AnalyzeSettings) -> None:
         self.engine = Engine(model, intra_op_threads=1, inter_op_threads=1, fft_workers=1)
         self.settings = settings
+        self.options = settings.options()
 
     def __call__(self, task: dict) -> dict:
         """Analyse ``task`` (``path``, ``rel``, ``key``) and write its outputs under ``settings.out``.
@@ -47,9 +48,8 @@ class FileProcessor:
         record = {"key": task["key"], "path": task["path"], "rel": task["rel"]}
         try:
             result = analyze_file(self.engine, task["path"], s)
-            dets = detections(result, card.codes, s)
-            outputs = write_outputs(Path(s.out) / task["rel"], task["path"], result, dets, card, s.formats,
-                                    s.embeddings)
+            outputs, dets = write_outputs(Path(s.out) / task["rel"], task["path"], result, card, self.options,
+                                          s.formats, s.embeddings)
         except AudioError as exc:
             return {**record, "status": "failed", "error_code": str(exc.code), "message": exc.message}
         except OSError as exc:
@@ -58,7 +58,7 @@ class FileProcessor:
             log.exception("%s: unexpected error", task["path"])
             return {**record, "status": "failed", "error_code": "internal_error",
                     "message": f"{task['path']}: {type(exc).__name__}: {exc}"}
-        return {**record, "status": "done", "duration_s": result.duration_s, "windows": len(result.starts_s),
+        return {**record, "status": "done", "duration_s": result.audio.duration_s, "windows": len(result),
                 "detections": dict(sorted(Counter(d.code for d in dets).items())),
                 "outputs": [str(Path(p).relative_to(s.out)) for p in outputs],
                 "seconds": round(time.perf_counter() - t0, 4)}

@@ -123,16 +123,6 @@ def frame_windows(samples: np.ndarray, sample_rate: int, window_s: float, hop_s:
     return np.stack([w for _, w in cut]), np.asarray([s for s, _ in cut], dtype=np.float64)
 
 
-def cut_windows(samples: np.ndarray, sample_rate: int, starts_s: np.ndarray, window_samples: int) -> np.ndarray:
-    """Copy the windows starting at ``starts_s`` out of a signal, zero-padding any that run past its end."""
-    out = np.zeros((len(starts_s), window_samples), dtype=np.float32)
-    for i, start in enumerate(starts_s):
-        a = int(round(start * sample_rate))
-        chunk = samples[a : a + window_samples]
-        out[i, : len(chunk)] = chunk
-    return out
-
-
 def hann_window(win_length: int, n_fft: int) -> np.ndarray:
     """Periodic Hann window of ``win_length`` centred in ``n_fft`` samples (torch's convention)."""
     n = np.arange(win_length, dtype=np.float64)

@@ -14,7 +14,7 @@ FORMATS = ["csv", "parquet", "birdclef", "raven", "audacity", "json"]
 @pytest.mark.slow
 def test_ray_engine_equals_local_engine(store_root, recordings, tmp_path):
     common = dict(inputs=[str(recordings)], store=store_root, workers=2, formats=FORMATS, embeddings=True,
-                  min_conf=0.3)
+                  threshold=0.3)
     local = run_analysis(AnalyzeSettings(out=tmp_path / "local", **common), progress=False)
     ray = run_analysis(AnalyzeSettings(out=tmp_path / "ray", engine="ray", num_cpus=2, **common), progress=False)
     assert ray["files"] == local["files"]

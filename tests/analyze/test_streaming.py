@@ -40,7 +40,7 @@ def test_small_blocks_and_overlap_match_the_whole_file(store_root, tmp_path):
     path = tmp_path / "rec.wav"
     sf.write(path, tone_noise(41.3, 48000, 3), 48000)
     settings = AnalyzeSettings(inputs=[str(path)], out=tmp_path / "out", store=store_root, workers=1,
-                               formats=["json"], hop_s=2.0, block_s=3.3, batch_size=5)
+                               formats=["json"], hop_s=2.0, block_s=3.3, batch_size=5, threshold=None)
     run_analysis(settings, progress=False)
     import json
 

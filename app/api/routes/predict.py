@@ -1,13 +1,29 @@
-"""``POST /v1/predict`` and ``POST /v1/predict/batch``."""
+"""``POST /v1/predict`` and ``POST /v1/predict/batch``: the same options and formats on both.
+
+The options are :mod:`soundscape.options`' (names, bounds and rules shared with ``soundscape analyze``); a
+query option the routes do not know answers 422 ``invalid_option`` (a typo such as ``min_conf`` would
+otherwise be silently ignored).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from soundscape.options import (
+    HOP_DOC,
+    MAX_HOP_S,
+    MAX_TOP_K,
+    MIN_HOP_S,
+    SPECIES_DOC,
+    THRESHOLD_DOC,
+    TOP_K_DOC,
+    ResultOptions,
+)
+
+from ...errors import ApiError
 from ...schemas import BatchResponse, ErrorResponse, PredictResponse
-from ...service import PredictOptions
 from ..deps import ModelDep, PredictorDep
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -49,25 +65,33 @@ _ERRORS = {
     503: {"model": ErrorResponse, "description": "No model loaded, or the service is full (see Retry-After)."},
 }
 
-HopQuery = Annotated[float | None, Query(
-    gt=0, le=60, description="Step between window starts in seconds (default: the model's window, 5 s). "
-    "Smaller than the window gives overlapping windows. A card's smoothing applies when the card's hop is a "
-    "whole multiple of it (the answer's `postprocess` says).", examples=[2.5])]
-ThresholdQuery = Annotated[float | None, Query(
-    ge=0, le=1, description="Only report probabilities >= this (JSON only).", examples=[0.5])]
-TopKQuery = Annotated[int | None, Query(
-    ge=1, le=10_000, description="Only report the k most probable species per window (JSON only).", examples=[3])]
-SpeciesQuery = Annotated[list[str] | None, Query(
-    description="Restrict results to these species codes; repeat the parameter or use a comma list.",
-    examples=[["amered", "comrav"]])]
+QUERY_OPTIONS = ("hop_s", "threshold", "top_k", "species", "format")
+# Names people bring from elsewhere (``soundscape analyze``'s old flag), with what they mean here.
+_SUGGEST = {"min_conf": "threshold", "min-conf": "threshold", "hop": "hop_s", "hop-s": "hop_s", "top-k": "top_k",
+            "topk": "top_k", "k": "top_k", "fmt": "format"}
+
+HopQuery = Annotated[float | None, Query(ge=MIN_HOP_S, le=MAX_HOP_S, description=HOP_DOC, examples=[2.5])]
+ThresholdQuery = Annotated[float | None, Query(ge=0, le=1, description=THRESHOLD_DOC, examples=[0.5])]
+TopKQuery = Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description=TOP_K_DOC, examples=[3])]
+SpeciesQuery = Annotated[list[str] | None, Query(description=SPECIES_DOC, examples=[["amered", "comrav"]])]
 FormatQuery = Annotated[Literal["json", "csv"], Query(
-    description="`json` (PredictResponse) or `csv` (BirdCLEF submission rows).", examples=["json"])]
+    description="`json` (PredictResponse, or BatchResponse for a batch) or `csv` (BirdCLEF submission rows: a "
+    "header `row_id,<code>,...`, one row per window; a batch's files one after the other, under one header).",
+    examples=["json"])]
 
 
-def _options(hop_s: float | None, threshold: float | None, top_k: int | None, species: list[str] | None,
-             fmt: Literal["json", "csv"] = "json") -> PredictOptions:
-    return PredictOptions(hop_s=hop_s, threshold=threshold, top_k=top_k,
-                          species=PredictOptions.parse_species(species), format=fmt)
+def known_query_options(request: Request) -> None:
+    """422 ``invalid_option`` for a query option these routes do not take."""
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in QUERY_OPTIONS]
+    if unknown:
+        hints = [f"{k!r} (did you mean {_SUGGEST[k]!r}?)" if k in _SUGGEST else repr(k) for k in unknown]
+        raise ApiError(422, "invalid_option", f"unknown query option(s) {', '.join(hints)}; the options are "
+                                              f"{', '.join(QUERY_OPTIONS)}")
+
+
+def _options(hop_s: float | None, threshold: float | None, top_k: int | None,
+             species: list[str] | None) -> ResultOptions:
+    return ResultOptions(hop_s=hop_s, threshold=threshold, top_k=top_k, species=species)
 
 
 @router.post(
@@ -77,27 +101,27 @@ def _options(hop_s: float | None, threshold: float | None, top_k: int | None, sp
     responses={**_ERRORS, 200: {"description": "Per-window probabilities (JSON), or CSV rows with format=csv.",
                                 "content": {"text/csv": {"schema": {"type": "string"}}}}},
     openapi_extra=_BODY_DOC,
+    dependencies=[Depends(known_query_options)],
 )
 async def predict(request: Request, model: ModelDep, predictor: PredictorDep, hop_s: HopQuery = None,
                   threshold: ThresholdQuery = None, top_k: TopKQuery = None, species: SpeciesQuery = None,
                   format: FormatQuery = "json") -> PredictResponse | Response:
-    opts = _options(hop_s, threshold, top_k, species, format)
-    result = await predictor.predict(request, model, opts)
-    if isinstance(result, str):
-        return Response(result, media_type="text/csv",
-                        headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version),
-                                 "X-Postprocess": predictor.postprocess_header(model, opts)})
-    return result
+    answer = await predictor.predict(request, model, _options(hop_s, threshold, top_k, species), format)
+    return answer.response()
 
 
 @router.post(
     "/predict/batch",
     response_model=BatchResponse,
     summary="Several recordings in one request; one result or error each",
-    responses=_ERRORS,
+    responses={**_ERRORS, 200: {"description": "One result or error per file (JSON), or the BirdCLEF rows of "
+                                "every file that succeeded with format=csv (failures in `X-Failed-Files`).",
+                                "content": {"text/csv": {"schema": {"type": "string"}}}}},
     openapi_extra=_BATCH_BODY_DOC,
+    dependencies=[Depends(known_query_options)],
 )
 async def predict_batch(request: Request, model: ModelDep, predictor: PredictorDep, hop_s: HopQuery = None,
-                        threshold: ThresholdQuery = None, top_k: TopKQuery = None,
-                        species: SpeciesQuery = None) -> BatchResponse:
-    return await predictor.predict_batch(request, model, _options(hop_s, threshold, top_k, species))
+                        threshold: ThresholdQuery = None, top_k: TopKQuery = None, species: SpeciesQuery = None,
+                        format: FormatQuery = "json") -> BatchResponse | Response:
+    answer = await predictor.predict_batch(request, model, _options(hop_s, threshold, top_k, species), format)
+    return answer.response()
