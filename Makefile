@@ -18,6 +18,9 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	@# import rules ([tool.importlinter] in pyproject.toml): app without training/torch, soundscape without app,
+	@# model_store without app/training/analyze/demo/audio I/O
+	$(VENV)/bin/lint-imports
 	@# dependency audit (~1 s): known vulnerabilities or yanked pins fail (exit 1); an unreachable index
 	@# (exit 2) only warns, so network trouble cannot fail CI for reasons unrelated to the change.
 	$(VENV)/bin/python scripts/audit_deps.py --extras dev,train,batch,ray || [ $$? -eq 2 ]
@@ -25,6 +28,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Dependency audit: pip-audit where PyPI's per-version JSON answers, otherwise the project-JSON fallback
 # (scripts/audit_deps.py). `make test` runs it too, tolerating only an unreachable index (exit 2).
