@@ -245,17 +245,15 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
     """The recordings the bed step mixes clips into (nothing when ``augment.background_p`` is 0).
 
     - every usable recording of ``backgrounds_dir`` (call-free noise), whole (a random crop is taken);
-    - with ``augment.unlabelled_beds``, windows of the site's own recordings (``unlabelled_dir``), chosen by
-      the pseudo-soundscape bed rule: the quietest ``pseudo.bed_quiet_fraction`` of each recording's windows
-      by 1-11 kHz power (fewest unlabelled birds; :func:`training.pseudo_soundscapes.bed_windows`), from at
-      most :data:`training.validation.MAX_BED_RECORDINGS` recordings spread over the folder, at most
-      :data:`MAX_TRAINING_BEDS` windows. These are the same windows the pseudo-soundscape validation uses as
-      beds: the field's background, not held-out audio.
+    - with ``augment.unlabelled_beds``, windows of the site's own training recordings (``unlabelled_dir``
+      less the quarter kept for validation beds: :func:`training.pseudo_soundscapes.split_unlabelled`),
+      chosen by the pseudo-soundscape bed rule: the quietest ``pseudo.bed_quiet_fraction`` of each
+      recording's windows by 1-11 kHz power (fewest unlabelled birds), from at most ``MAX_BED_RECORDINGS``
+      recordings spread over them, at most :data:`MAX_TRAINING_BEDS` windows.
 
     Unreadable files go to ``problems``.
     """
-    from .pseudo_soundscapes import bed_windows
-    from .validation import MAX_BED_RECORDINGS
+    from .pseudo_soundscapes import MAX_BED_RECORDINGS, bed_windows, split_unlabelled
 
     beds: list[np.ndarray] = []
     if cfg.augment.background_p <= 0:
@@ -267,7 +265,7 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
         if not beds:
             log.warning("no usable background recording in %s", cfg.backgrounds_dir)
     if cfg.unlabelled_dir is not None and cfg.augment.unlabelled_beds:
-        files = list_audio_files(cfg.unlabelled_dir)
+        _, files = split_unlabelled(list_audio_files(cfg.unlabelled_dir))
         if len(files) > MAX_BED_RECORDINGS:
             files = [files[int(i)] for i in np.linspace(0, len(files) - 1, MAX_BED_RECORDINGS).round()]
         ok = cache.prepare(files, problems, workers=workers, desc="decoding unlabelled beds")

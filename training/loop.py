@@ -99,21 +99,18 @@ class _Data:
     train_weights: np.ndarray
     summary: DataSummary
     backgrounds: list[np.ndarray]
+    bed_targets: np.ndarray | None  # soft targets of the beds (pseudo-labelled windows), else None
     problems: ProblemReport
 
 
-def _pseudo_windows(pseudo: PseudoLabels, codes: list[str], cfg: TrainConfig,
-                    cache: AudioCache) -> tuple[WindowDataset, list[np.ndarray]]:
-    """The pseudo-labelled windows as a dataset (soft targets by the confidence policy), and the negative
-    windows (no species above the floor) as extra mixing beds."""
+def _pseudo_windows(pseudo: PseudoLabels, codes: list[str], cfg: TrainConfig, cache: AudioCache) -> WindowDataset:
+    """The pseudo-labelled windows as a dataset, with soft targets by the confidence policy."""
     if pseudo.codes != codes:
         raise ValueError("the pseudo-labels were made for other classes than this run's")
     targets = cfg.self_training.targets(pseudo.probs)
-    windows = WindowDataset(pseudo.files, pseudo.starts_s, targets, cache, cfg.frontend.window_samples)
-    negatives = [windows.window(i) for i in np.flatnonzero(targets.max(axis=1) == 0)]
-    log.info("pseudo-labelled windows: %d (%d with a species, %d negatives)", len(windows),
-             len(windows) - len(negatives), len(negatives))
-    return windows, negatives
+    log.info("pseudo-labelled windows: %d (%d with a species, %d negatives)", len(targets),
+             int((targets.max(axis=1) > 0).sum()), int((targets.max(axis=1) == 0).sum()))
+    return WindowDataset(pseudo.files, pseudo.starts_s, targets, cache, cfg.frontend.window_samples)
 
 
 def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = None) -> _Data:
@@ -141,10 +138,12 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = No
                            cfg.frontend.window_samples, random_crop=cfg.train_crop == "random", seed=cfg.seed,
                            call_crop_p=cfg.call_crop_p)
     weights = sampling_weights(train_clips, cfg.sampling_alpha)
-    windows = None
+    windows, bed_targets = None, None
     if pseudo is not None and len(pseudo.files):
-        windows, negatives = _pseudo_windows(pseudo, codes, cfg, cache)
-        backgrounds += negatives
+        windows = _pseudo_windows(pseudo, codes, cfg, cache)
+        if cfg.augment.background_p > 0:  # clips are mixed into the pseudo-labelled windows too, labels unioned
+            bed_targets = np.concatenate([np.zeros((len(backgrounds), len(codes)), np.float32), windows.targets])
+            backgrounds = backgrounds + [windows.window(i) for i in range(len(windows))]
         share = cfg.self_training.window_share
         weights = np.concatenate([weights * (1 - share), np.full(len(windows), share / len(windows))])
     scapes = val_sets.get("soundscapes")
@@ -159,7 +158,7 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = No
                  len(train_clips), len(held_out), "; ".join(f"{k}: {v.detail}" for k, v in val_sets.items()),
                  cfg.validation)
     return _Data(labels=labels, train=TrainingSet(clips_ds, windows), val_sets=val_sets, train_weights=weights,
-                 summary=summary, backgrounds=backgrounds, problems=problems)
+                 summary=summary, backgrounds=backgrounds, bed_targets=bed_targets, problems=problems)
 
 
 @torch.no_grad()
@@ -313,7 +312,8 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
     scheduler = _scheduler(optimizer, cfg, steps)
     use_amp = cfg.amp and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, seed=cfg.seed * 1009 + ctx.rank)
+    augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
+                          seed=cfg.seed * 1009 + ctx.rank)
     loss_fn = make_loss(cfg.loss, focal_gamma=cfg.focal_gamma)
 
     start_epoch, history, best, bad_epochs = 1, [], -math.inf, 0

@@ -5,7 +5,9 @@ so they say nothing about the field. A pseudo-soundscape window is what a record
 
 1. a **bed**: a 5-s window of the user's own unlabelled recordings (``--unlabelled``), taken among the
    quietest ``bed_quiet_fraction`` of each recording's windows by 1-11 kHz band power (fewest birds that
-   nobody labelled), else generated field noise (wind, rain, insects, hum and microphone hiss);
+   nobody labelled), else generated field noise (wind, rain, insects, hum and microphone hiss). Only a
+   quarter of the recordings give beds (:func:`split_unlabelled`), and training never uses those (no bed
+   mixing, no pseudo-labels), so the validation's backgrounds are unseen;
 2. ``k`` species, ``k`` drawn from ``species_per_window`` (by default 30 % of windows are empty, up to 4
    species), each a different species drawn uniformly (every species counts the same in a macro metric);
 3. for each, a segment of one of its **held-out** clips (never a training crop: a species with a single clip
@@ -26,14 +28,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from soundscape.propagation import Propagation, active_mask, band_power, gain_for_snr, propagate
 
-__all__ = ["Placement", "PseudoSoundscapeConfig", "PseudoSoundscapes", "bed_windows", "build_pseudo_soundscapes",
-           "generated_beds", "loudest_segment"]
+__all__ = ["MAX_BED_RECORDINGS", "Placement", "PseudoSoundscapeConfig", "PseudoSoundscapes", "bed_windows",
+           "build_pseudo_soundscapes", "generated_beds", "loudest_segment", "split_unlabelled"]
+
+MAX_BED_RECORDINGS = 64
+VALIDATION_EVERY = 4
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,29 @@ class PseudoSoundscapes:
     targets: np.ndarray
     placements: list[Placement]
     beds: str
+
+
+def split_unlabelled(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Split the site's unlabelled recordings (sorted) between validation beds and training.
+
+    Every ``VALIDATION_EVERY``-th recording (index 0, 4, 8, ...) gives pseudo-soundscape beds and is never
+    trained on (no bed mixing, no pseudo-labels); the others are training's. With fewer than two
+    recordings both sides share them (logged). The validation side is capped at ``MAX_BED_RECORDINGS``
+    recordings spread over the list.
+
+    Returns:
+        tuple: validation recordings, training recordings.
+    """
+    files = sorted(files)
+    if len(files) < 2:
+        if files:
+            log.warning("one unlabelled recording: validation beds and training share it (optimistic validation)")
+        return list(files), list(files)
+    val = files[::VALIDATION_EVERY]
+    train = [f for i, f in enumerate(files) if i % VALIDATION_EVERY]
+    if len(val) > MAX_BED_RECORDINGS:
+        val = [val[int(i)] for i in np.linspace(0, len(val) - 1, MAX_BED_RECORDINGS).round()]
+    return val, train
 
 
 def _window_frames(x: np.ndarray, length: int) -> np.ndarray:

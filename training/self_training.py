@@ -3,8 +3,8 @@
 Round 0 trains a model on the labelled clips (the teacher). Each further round:
 
 1. **pseudo-labels**: the best model so far scores every 5-s window (the service's windowing) of the
-   unlabelled recordings; the probabilities are cached in ``round<r>/pseudo_labels.npz``, so a resumed run
-   never scores twice;
+   unlabelled recordings (less the quarter that gives validation beds); the probabilities are cached in
+   ``round<r>/pseudo_labels.npz``, so a resumed run never scores twice;
 2. **confidence policy** (:meth:`SelfTrainingConfig.targets`): a window whose highest probability is below
    ``floor`` is a *negative*: it trains with an all-zero target (``nocall``) and serves as a mixing bed;
    the others train with soft targets, each probability power-sharpened,
@@ -85,13 +85,14 @@ def label_unlabelled(checkpoint: Path, cfg: TrainConfig, *, batch_size: int = 32
     from .checkpoint import load_checkpoint
     from .data import AudioCache, ProblemReport, list_audio_files
     from .export import model_from_checkpoint
+    from .pseudo_soundscapes import split_unlabelled
 
     ckpt = load_checkpoint(checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model_from_checkpoint(ckpt).to(device).eval()
     melspec = LogMelSpectrogram(cfg.frontend).to(device)
     cache = AudioCache(cfg.resolved_cache_dir, cfg.frontend.sample_rate)
-    files = list_audio_files(cfg.unlabelled_dir)
+    _, files = split_unlabelled(list_audio_files(cfg.unlabelled_dir))  # never the validation beds' recordings
     problems = ProblemReport()
     ok = cache.prepare(files, problems, desc="decoding unlabelled")
     cutter = Frontend(cfg.frontend)

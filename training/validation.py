@@ -18,15 +18,14 @@ import numpy as np
 from .config import TrainConfig
 from .data import AudioCache, Clip, ProblemReport, crop, holdout_split, list_audio_files, load_clips, make_targets
 from .evaluate import ValidationData
-from .pseudo_soundscapes import bed_windows, build_pseudo_soundscapes, generated_beds
+from .pseudo_soundscapes import bed_windows, build_pseudo_soundscapes, generated_beds, split_unlabelled
 from .soundscapes import load_soundscapes
 
-__all__ = ["MAX_BED_RECORDINGS", "clip_validation", "pseudo_validation", "selection_validation",
+__all__ = ["clip_validation", "pseudo_validation", "selection_validation",
            "soundscape_validation", "validation_sets"]
 
 log = logging.getLogger(__name__)
 
-MAX_BED_RECORDINGS = 64
 GENERATED_BEDS = 64
 
 
@@ -43,9 +42,7 @@ def clip_validation(held_out: Sequence[Clip], codes: Sequence[str], cfg: TrainCo
 def _beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport) -> tuple[np.ndarray, str]:
     fe = cfg.frontend
     if cfg.unlabelled_dir is not None:
-        files = list_audio_files(cfg.unlabelled_dir)
-        if len(files) > MAX_BED_RECORDINGS:  # evenly spread over the folder's (sorted) recordings
-            files = [files[int(i)] for i in np.linspace(0, len(files) - 1, MAX_BED_RECORDINGS).round()]
+        files, _ = split_unlabelled(list_audio_files(cfg.unlabelled_dir))
         ok = cache.prepare(files, problems, desc="decoding unlabelled beds")
         recordings = [np.asarray(cache.load(f)) for f, good in zip(files, ok, strict=True) if good]
         beds = bed_windows(recordings, fe.sample_rate, fe.window_samples, cfg.pseudo.bed_quiet_fraction)

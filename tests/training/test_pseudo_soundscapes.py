@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -13,6 +15,7 @@ from training.pseudo_soundscapes import (
     build_pseudo_soundscapes,
     generated_beds,
     loudest_segment,
+    split_unlabelled,
 )
 
 RATE = 16000
@@ -109,3 +112,11 @@ def test_bad_inputs_are_refused_with_a_reason():
         build_pseudo_soundscapes([np.ones(10)], [0], 1, beds[:, :10], RATE, LENGTH, PseudoSoundscapeConfig())
     with pytest.raises(ValueError, match="summing to 1"):
         PseudoSoundscapeConfig(species_per_window=(0.5, 0.2))
+
+
+def test_validation_bed_recordings_are_never_training_recordings():
+    files = [Path(f"site/rec_{i:02d}.flac") for i in range(10)]
+    val, train = split_unlabelled(files[::-1])  # any order in, sorted split out
+    assert val == [files[0], files[4], files[8]] and not set(val) & set(train)
+    assert sorted(val + train) == files
+    assert split_unlabelled(files[:1]) == ([files[0]], [files[0]])  # one recording: shared (and logged)
