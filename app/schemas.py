@@ -13,36 +13,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import ModelCard
-from soundscape.schemas import (
-    AudioSummary,
-    BatchItem,
-    BatchResponse,
-    DetectionBase,
-    ErrorResponse,
-    ModelRef,
-    PostprocessReport,
-    PredictResponse,
-    Timings,
-    WindowResult,
-)
+from soundscape import schemas as core
 
-__all__ = [
-    "AudioSummary",
-    "BatchItem",
-    "BatchResponse",
-    "DetectionBase",
-    "ErrorResponse",
-    "HealthResponse",
-    "ModelRef",
-    "ModelVersionResponse",
-    "ModelsResponse",
-    "PostprocessReport",
-    "PredictResponse",
-    "ReadyResponse",
-    "ReloadResponse",
-    "Timings",
-    "WindowResult",
-]
+# The result schemas, shared with the renderers, re-exported: the OpenAPI components keep their names.
+AudioSummary = core.AudioSummary
+BatchItem = core.BatchItem
+BatchResponse = core.BatchResponse
+DetectionBase = core.DetectionBase
+ErrorResponse = core.ErrorResponse
+ModelRef = core.ModelRef
+PostprocessReport = core.PostprocessReport
+PredictResponse = core.PredictResponse
+Timings = core.Timings
+WindowResult = core.WindowResult
+
+# The shared result schemas, then the service's own.
+__all__ = [*core.__all__, "HealthResponse", "ModelVersionResponse", "ModelsResponse", "ReadyResponse",
+           "ReloadResponse"]
 
 
 class ModelsResponse(BaseModel):

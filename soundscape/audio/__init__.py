@@ -11,8 +11,9 @@ the reader (soundfile, soxr) and the front end (scipy) load on first use of a na
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from soundscape.lazy import lazy_exports
 
 from .config import FrontendConfig
 from .errors import AudioError, AudioErrorCode
@@ -21,22 +22,8 @@ if TYPE_CHECKING:
     from .frontend import Frontend, Windows
     from .reader import AUDIO_EXTENSIONS, Audio, AudioInfo, AudioSource, AudioStream, decode, probe, resample, stream
 
-__all__ = [
-    "AUDIO_EXTENSIONS",
-    "Audio",
-    "AudioError",
-    "AudioErrorCode",
-    "AudioInfo",
-    "AudioSource",
-    "AudioStream",
-    "Frontend",
-    "FrontendConfig",
-    "Windows",
-    "decode",
-    "probe",
-    "resample",
-    "stream",
-]
+__all__ = ["AUDIO_EXTENSIONS", "Audio", "AudioError", "AudioErrorCode", "AudioInfo", "AudioSource", "AudioStream",
+           "Frontend", "FrontendConfig", "Windows", "decode", "probe", "resample", "stream"]
 
 _LAZY = {
     **dict.fromkeys(("AUDIO_EXTENSIONS", "Audio", "AudioInfo", "AudioSource", "AudioStream", "decode", "probe",
@@ -46,14 +33,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
