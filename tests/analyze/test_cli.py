@@ -27,7 +27,7 @@ def test_folder_walk_and_globs(recordings, tmp_path):
 
 def test_cli_runs_with_a_model_folder_and_reports_failures(recordings, store_root, tmp_path):
     res = run_cli(str(recordings), "--out", str(tmp_path / "out"), "--model", str(store_root / "birds" / "v1"),
-                  "--format", "csv,audacity", "--top-k", "1", "--min-conf", "0")
+                  "--format", "csv,audacity", "--top-k", "1", "--threshold", "0")
     assert res.returncode == 1, res.stderr  # one file failed; the others completed
     summary = json.loads(res.stdout)
     assert summary["files"]["done"] == 3 and summary["failures"] == 1
@@ -38,7 +38,9 @@ def test_cli_runs_with_a_model_folder_and_reports_failures(recordings, store_roo
 @pytest.mark.parametrize(("args", "message"), [
     (["{missing}"], "does not exist"),
     (["{rec}", "--species", "dodo"], "dodo"),
-    (["{rec}", "--min-conf", "1.5"], "--min-conf"),
+    (["{rec}", "--threshold", "1.5"], "--threshold"),
+    (["{rec}", "--min-conf", "1.5"], "--threshold"),
+    (["{rec}", "--hop-s", "0.5"], "--hop-s"),
     (["{rec}", "--format", "xml"], "--formats"),
     (["{rec}", "--model", "{tamper}"], "sha256"),
 ])
@@ -53,3 +55,14 @@ def test_bad_options_give_a_message_not_a_traceback(recordings, store_root, tmp_
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_min_conf_still_works_with_a_warning(recordings, store_root, tmp_path):
+    common = [str(recordings / "dawn_02.flac"), "--store", str(store_root), "--workers", "1"]
+    old = run_cli(*common, "--out", str(tmp_path / "old"), "--min-conf", "0.4")
+    new = run_cli(*common, "--out", str(tmp_path / "new"), "--threshold", "0.4")
+    assert old.returncode == new.returncode == 0, old.stderr
+    assert "--min-conf is deprecated, use --threshold" in old.stderr and "deprecated" not in new.stderr
+    assert json.loads(old.stdout)["options"]["threshold"] == 0.4
+    assert (tmp_path / "old" / "dawn_02.detections.csv").read_bytes() == (
+        tmp_path / "new" / "dawn_02.detections.csv").read_bytes()

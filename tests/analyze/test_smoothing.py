@@ -208,3 +208,22 @@ def test_other_hops_agree_between_service_and_analyze(smooth_store, service, inp
         np.testing.assert_allclose(probabilities(doc), by_hand_neighbours(raw, (0.2, 0.5, 0.3), offset),
                                    atol=1.5e-6)
         assert np.abs(probabilities(doc) - raw).max() > 1e-3
+
+
+@pytest.mark.parametrize("hop", [5.0, 2.5, 1.0])
+@pytest.mark.parametrize("block_s", [3600.0, 3.3], ids=["whole", "streamed"])
+def test_analyze_writes_the_services_answers_at_every_hop(smooth_store, service, inputs, tmp_path, hop, block_s):
+    """Acceptance: through the one pipeline and renderer, analyze's JSON is the service's JSON for the same file
+    and options (all but the timings, which files do not carry), and its BirdCLEF file the service's CSV, byte
+    for byte: whole files and streamed blocks, at the card's hop and at 2.5 s and 1 s (smoothed 2 and 5 apart)."""
+    out, summary = analyse(smooth_store, inputs, tmp_path / "out", hop_s=hop, block_s=block_s,
+                           formats=["json", "birdclef"])
+    assert summary["postprocess"]["neighbour_offset"] == round(5.0 / hop)
+    for rel in FILES:
+        source = next(inputs.glob(f"{rel}.*"))
+        doc = post(service, source, hop_s=hop, threshold=THRESHOLD)
+        got = json.loads((out / f"{rel}.json").read_text())
+        assert {**got, "timings": None} == {**doc, "timings": None}, rel
+        r = service.client.post("/v1/predict", params={"hop_s": hop, "format": "csv"},
+                                files={"file": (source.name, source.read_bytes(), "application/octet-stream")})
+        assert r.text == (out / f"{rel}.submission.csv").read_text(), rel

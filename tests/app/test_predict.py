@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 
@@ -219,3 +220,41 @@ def test_concurrent_requests_get_their_own_results(server):
 def test_import_app_loads_no_torch():
     code = "import sys, app.main, app.cli; app.main.create_app(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize(("params", "named"), [({"min_conf": 0.3}, "'min_conf' (did you mean 'threshold'?)"),
+                                               ({"hop_s": 2.5, "sepcies": "amered"}, "'sepcies'")])
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/predict/batch"])
+def test_unknown_query_options_are_refused_not_ignored(server, params, named, path):
+    r = server.client.post(path, params=params, files={"file": ("a.wav", wav(6.0), "audio/wav")})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid_option" and named in body["detail"] and "threshold" in body["detail"]
+
+
+@pytest.mark.parametrize("hop", [0.5, 0.99])
+def test_hops_under_one_second_are_refused(server, hop):
+    raw = {"Content-Type": "audio/wav"}
+    r = server.client.post("/v1/predict", params={"hop_s": hop}, content=wav(6.0), headers=raw)
+    assert r.status_code == 422 and r.json()["error"] in ("invalid_request", "invalid_option")
+    ok = server.client.post("/v1/predict", params={"hop_s": 1.0, "format": "csv"}, content=wav(8.0), headers=raw)
+    # full windows end at 5..8 s; the one starting at 4 s holds 4 s (>= 2.5 s) and ends at 9 s: one id each
+    assert [row.split(",")[0] for row in ok.text.splitlines()[1:]] == [f"upload_{e}" for e in range(5, 10)]
+
+
+def test_batch_answers_csv_when_asked(server):
+    files = [("files", ("a.wav", wav(10.0), "audio/wav")), ("files", ("bad.wav", b"junk" * 100, "audio/wav")),
+             ("files", ("c.flac", encode(8.0, 32000, "FLAC", "PCM_16"), "audio/flac"))]
+    r = server.client.post("/v1/predict/batch", params={"format": "csv", "species": "houspa,amered"}, files=files)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0] == ["row_id", "houspa", "amered"]
+    assert [row[0] for row in rows[1:]] == ["a_5", "a_10", "c_5", "c_10"]
+    failed = json.loads(r.headers["x-failed-files"])
+    assert [(f["filename"], f["status"]) for f in failed] == [("bad.wav", 400)]
+    assert failed[0]["error"] in ("not_audio", "corrupt_audio")
+    assert r.headers["x-model-version"] == "1" and r.headers["x-postprocess"] == "smoothing=none; applied=false"
+    # the same rows as each file alone
+    alone = server.client.post("/v1/predict", params={"format": "csv", "species": "houspa,amered"},
+                               files={"file": ("c.flac", files[2][1][1], "audio/flac")})
+    assert alone.text.splitlines()[1:] == r.text.splitlines()[3:]
