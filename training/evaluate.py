@@ -39,6 +39,8 @@ class ValidationData:
         problems (dict[str, int]): count per kind of skipped input (unknown codes, missing files...).
         kind (str): which validation set: ``soundscapes``, ``pseudo_soundscapes`` or ``clips``.
         detail (str): how it was made, in words (recorded in the model card).
+        blocks (int): metrics are averaged over this many equal runs of windows
+            (:func:`training.metrics.score_blocks`).
     """
 
     windows: np.ndarray
@@ -49,6 +51,7 @@ class ValidationData:
     problems: dict[str, int] = field(default_factory=dict)
     kind: str = "soundscapes"
     detail: str = ""
+    blocks: int = 1
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: in
     Returns:
         Evaluation: metrics, per-species AP and the ``(n_windows, n_labels)`` probabilities.
     """
-    from training.metrics import score_all
+    from training.metrics import score_blocks
 
     fe, want = model.card.frontend, data.frontend
     if (fe.sample_rate, fe.window_s) != (want.sample_rate, want.window_s):
@@ -140,7 +143,7 @@ def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: in
     for j, code in enumerate(data.codes):
         if code in index:
             scores[:, j] = probabilities[:, index[code]]
-    result = score_all(data.targets, scores, list(data.codes))
+    result = score_blocks(data.targets, scores, list(data.codes), data.blocks)
     metrics = {k: float(result[k]) for k in ("macro_roc_auc", "padded_cmap")}
     log.info("%s v%d on %d windows: %s", model.card.name, model.card.version, n,
              ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -52,7 +52,7 @@ from .evaluate import ValidationData
 if TYPE_CHECKING:
     from .self_training import PseudoLabels
 from .losses import make_loss
-from .metrics import score_all
+from .metrics import score_blocks
 from .models import create_model
 from .train import TrainResult
 from .validation import validation_sets
@@ -198,7 +198,7 @@ def _validate(model: nn.Module, frontend: nn.Module, data: _Data, cfg: TrainConf
         loader = DataLoader(TensorDataset(torch.from_numpy(vd.windows), torch.from_numpy(vd.targets)),
                             batch_size=cfg.val_batch_size, shuffle=False)
         probs, targets = predict(model, frontend, loader, ctx.device, amp=cfg.amp, desc=f"validating {kind}")
-        scores = score_all(targets, probs, vd.codes)
+        scores = score_blocks(targets, probs, vd.codes, vd.blocks)
         metrics[f"{kind}_padded_cmap"] = scores["padded_cmap"]
         metrics[f"{kind}_macro_roc_auc"] = scores["macro_roc_auc"]
         if kind == cfg.validation:

@@ -65,10 +65,11 @@ def pseudo_validation(held_out: Sequence[Clip], codes: Sequence[str], cfg: Train
     missing = sorted(set(codes) - {c.primary for c in held_out})
     if missing:
         log.warning("no held-out audio for %s: they never occur in the pseudo-soundscapes", missing)
+    blocks = max(1, len(built.windows) // cfg.pseudo.block_windows)
     return ValidationData(windows=built.windows, targets=built.targets, codes=list(codes), frontend=cfg.frontend,
-                          n_soundscapes=0, kind="pseudo_soundscapes",
-                          detail=f"{len(built.windows)} windows, {len(built.placements)} calls from "
-                                 f"{len(held_out)} held-out clips on {where} beds")
+                          n_soundscapes=0, kind="pseudo_soundscapes", blocks=blocks,
+                          detail=f"{len(built.windows)} windows ({blocks} blocks), {len(built.placements)} calls "
+                                 f"from {len(held_out)} held-out clips on {where} beds")
 
 
 def soundscape_validation(cfg: TrainConfig, codes: Sequence[str], cache: AudioCache,

@@ -53,3 +53,19 @@ def test_score_all_keys_and_errors():
         score_all(y, s, ["a"])
     with pytest.raises(ValueError, match="shape"):
         padded_cmap(y, s[:, :1])
+
+
+def test_score_blocks_averages_per_block_metrics_and_keeps_whole_set_per_species_ap():
+    from training.metrics import score_blocks
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 3)) < 0.2).astype(np.float32)
+    s = rng.random((40, 3))
+    out = score_blocks(y, s, ["a", "b", "c"], blocks=2)
+    halves = [padded_cmap(y[:20], s[:20]), padded_cmap(y[20:], s[20:])]
+    assert out["padded_cmap"] == pytest.approx(np.mean(halves))
+    assert out["padded_cmap"] != pytest.approx(padded_cmap(y, s))  # blocks matter: fewer positives per block
+    assert out["per_species_ap"]["a"] == pytest.approx(average_precision(y[:, 0], s[:, 0]))
+    assert score_blocks(y, s, ["a", "b", "c"], blocks=1)["padded_cmap"] == pytest.approx(padded_cmap(y, s))
+    with pytest.raises(ValueError, match="blocks"):
+        score_blocks(y, s, ["a", "b", "c"], blocks=0)
