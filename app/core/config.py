@@ -6,7 +6,6 @@ CLI can build their own :class:`Settings` and hand it to :func:`app.main.create_
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,18 +14,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_store import DEFAULT_MODEL_NAME, default_store_path
+from soundscape import available_cpus
 from soundscape.options import MIN_HOP_S
 
 __all__ = ["Settings", "get_settings"]
 
 _MiB = 1024 * 1024
-
-
-def _cpus() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 class Settings(BaseSettings):
@@ -78,12 +71,12 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads inside one model run.")
     inter_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads across graph nodes.")
     fft_workers: int = Field(1, ge=1, le=256, description="FFT threads of the front end per call.")
-    cpu_workers: int = Field(default_factory=_cpus, ge=1, le=256,
+    cpu_workers: int = Field(default_factory=available_cpus, ge=1, le=256,
                              description="Threads that decode audio and compute spectrograms.")
     batch_max_size: int = Field(12, ge=1, le=1024, description="Most windows in one model run.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=10_000,
                                      description="How long a batch waits for more windows after its first.")
-    max_concurrent_batches: int = Field(default_factory=_cpus, ge=1, le=256,
+    max_concurrent_batches: int = Field(default_factory=available_cpus, ge=1, le=256,
                                         description="Model runs in flight at once (default: the cores).")
 
     # -- admin and logging -----------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -10,19 +9,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model_store import DEFAULT_MODEL_NAME, default_store_path
+from soundscape import available_cpus
 from soundscape.options import SPECIES_DOC, HopS, ResultOptions, Threshold, TopK, parse_species
 
 __all__ = ["FORMATS", "AnalyzeSettings", "OutputFormat"]
 
 OutputFormat = Literal["csv", "parquet", "birdclef", "raven", "audacity", "json"]
 FORMATS: tuple[str, ...] = ("csv", "parquet", "birdclef", "raven", "audacity", "json")
-
-
-def _cpus() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 class AnalyzeSettings(BaseModel):
@@ -50,7 +43,7 @@ class AnalyzeSettings(BaseModel):
     formats: list[OutputFormat] = Field(default_factory=lambda: ["csv"], min_length=1)
     embeddings: bool = Field(False, description="Also write per-window embeddings to Parquet.")
     engine: Literal["local", "ray"] = Field("local")
-    workers: int = Field(default_factory=_cpus, ge=1, le=1024, description="Worker processes / Ray actors.")
+    workers: int = Field(default_factory=available_cpus, ge=1, le=1024, description="Worker processes / Ray actors.")
     address: str | None = Field(None, description="Ray cluster address (default: start a local Ray).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance.")
     resume: bool = Field(True, description="Skip files the journal lists as finished.")

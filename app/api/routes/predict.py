@@ -80,18 +80,18 @@ FormatQuery = Annotated[Literal["json", "csv"], Query(
     examples=["json"])]
 
 
-def known_query_options(request: Request) -> None:
-    """422 ``invalid_option`` for a query option these routes do not take."""
+def result_options(request: Request, hop_s: HopQuery = None, threshold: ThresholdQuery = None,
+                   top_k: TopKQuery = None, species: SpeciesQuery = None) -> ResultOptions:
+    """The request's :class:`ResultOptions`; 422 ``invalid_option`` for a query option the routes do not take."""
     unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in QUERY_OPTIONS]
     if unknown:
         hints = [f"{k!r} (did you mean {_SUGGEST[k]!r}?)" if k in _SUGGEST else repr(k) for k in unknown]
         raise ApiError(422, "invalid_option", f"unknown query option(s) {', '.join(hints)}; the options are "
                                               f"{', '.join(QUERY_OPTIONS)}")
-
-
-def _options(hop_s: float | None, threshold: float | None, top_k: int | None,
-             species: list[str] | None) -> ResultOptions:
     return ResultOptions(hop_s=hop_s, threshold=threshold, top_k=top_k, species=species)
+
+
+OptionsDep = Annotated[ResultOptions, Depends(result_options)]
 
 
 @router.post(
@@ -101,13 +101,10 @@ def _options(hop_s: float | None, threshold: float | None, top_k: int | None,
     responses={**_ERRORS, 200: {"description": "Per-window probabilities (JSON), or CSV rows with format=csv.",
                                 "content": {"text/csv": {"schema": {"type": "string"}}}}},
     openapi_extra=_BODY_DOC,
-    dependencies=[Depends(known_query_options)],
 )
-async def predict(request: Request, model: ModelDep, predictor: PredictorDep, hop_s: HopQuery = None,
-                  threshold: ThresholdQuery = None, top_k: TopKQuery = None, species: SpeciesQuery = None,
+async def predict(request: Request, model: ModelDep, predictor: PredictorDep, opts: OptionsDep,
                   format: FormatQuery = "json") -> PredictResponse | Response:
-    answer = await predictor.predict(request, model, _options(hop_s, threshold, top_k, species), format)
-    return answer.response()
+    return (await predictor.predict(request, model, opts, format)).response()
 
 
 @router.post(
@@ -118,10 +115,7 @@ async def predict(request: Request, model: ModelDep, predictor: PredictorDep, ho
                                 "every file that succeeded with format=csv (failures in `X-Failed-Files`).",
                                 "content": {"text/csv": {"schema": {"type": "string"}}}}},
     openapi_extra=_BATCH_BODY_DOC,
-    dependencies=[Depends(known_query_options)],
 )
-async def predict_batch(request: Request, model: ModelDep, predictor: PredictorDep, hop_s: HopQuery = None,
-                        threshold: ThresholdQuery = None, top_k: TopKQuery = None, species: SpeciesQuery = None,
+async def predict_batch(request: Request, model: ModelDep, predictor: PredictorDep, opts: OptionsDep,
                         format: FormatQuery = "json") -> BatchResponse | Response:
-    answer = await predictor.predict_batch(request, model, _options(hop_s, threshold, top_k, species), format)
-    return answer.response()
+    return (await predictor.predict_batch(request, model, opts, format)).response()
