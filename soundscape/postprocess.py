@@ -1,9 +1,10 @@
 """Temporal context at inference: the card's smoothing of a file's per-window probabilities.
 
-A model card declares the rule (``card.postprocess``, :class:`model_store.card.Postprocess`); the HTTP
-service, batch analysis (``soundscape analyze``) and :meth:`soundscape.inference.Engine.predict` all call
-:func:`apply_postprocess` on a whole file's ``(n_windows, n_labels)`` probabilities, before any species,
-threshold or top-k filter and before summaries, so they give the same numbers for the same file.
+A model card declares the rule (``card.postprocess``, :class:`model_store.card.Postprocess`); the window
+pipeline (:meth:`soundscape.pipeline.WindowPipeline.finish`, run by the HTTP service, batch analysis and
+:meth:`soundscape.inference.Engine.predict`) calls :func:`apply_postprocess` once on a whole file's
+``(n_windows, n_labels)`` probabilities, before any species, threshold or top-k filter and before
+summaries, so every entry point gives the same numbers for the same file.
 
 Rules, per species, over one file's windows in time order (``d`` is the neighbour offset below; a
 neighbour ``t - d`` or ``t + d`` that falls outside the file does not exist):

@@ -5,7 +5,8 @@ on an ``O_APPEND`` descriptor and fsynced. A line is written only after the file
 into place, so a line means complete outputs; a kill mid-line leaves a partial last line, which loading
 ignores. A file's key hashes its path, size, mtime, the model (name, version, sha256, and the card's
 smoothing when it has one) and the options that change its outputs, so editing a recording or changing
-the model, its smoothing or ``--min-conf`` redoes it.
+the model, its smoothing or ``--threshold`` redoes it. (The option key was ``min_conf`` before the
+options were shared with the service: files finished by such a run are analysed again, once.)
 """
 
 from __future__ import annotations
