@@ -49,7 +49,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METRICS = ("padded_cmap", "macro_roc_auc", "rare_species_ap", "micro_f1_at_0_5")
-RECIPES = ("plain", "today")
+RECIPES = ("plain", "today", "field")
+# The field recipe with one part removed at a time (the ablation; "smoothing" needs no retraining: every
+# run with a smoothing card is also served without it).
+ABLATIONS = {
+    "field-no_selftraining": {"self_training": {"rounds": 0}},
+    "field-no_farfield": {"augment": {"reverb_p": 0.0, "lowpass_p": 0.0, "multiclip_p": 0.0, "highpass_p": 0.0,
+                                      "eq_p": 0.0, "background_snr_db": (0.0, 20.0), "unlabelled_beds": False}},
+    "field-no_callcrops": {"call_crop_p": 0.0},
+    "field-epoch_schedule": {"epochs": 20, "epoch_samples": None, "early_stopping_patience": 5},
+}
 log = logging.getLogger("bench.quality")
 
 
@@ -61,7 +70,8 @@ TODAY_AUGMENT = dict(
     gain_db=(-12.0, 12.0), freq_mask_p=0.5, freq_mask_param=16, n_freq_masks=2, time_mask_p=0.5, time_mask_param=30,
     n_time_masks=2, mixup_p=0.5, mixup_alpha=0.4, mixup_targets="union", cutmix_p=0.25, cutmix_alpha=1.0)
 # Today's schedule: 20 passes over the clips, patience 5 epochs, no self-training.
-TODAY_SCHEDULE = dict(epochs=20, epoch_samples=None, early_stopping_patience=5, self_training={"rounds": 0})
+TODAY_SCHEDULE = dict(epochs=20, epoch_samples=None, early_stopping_patience=5, self_training={"rounds": 0},
+                      call_crop_p=0.0, postprocess={"smoothing": "none"})
 
 
 def recipe_fields(name: str, data: Path) -> dict:
@@ -76,7 +86,14 @@ def recipe_fields(name: str, data: Path) -> dict:
     if name == "today":
         return {"augment": {**off, **TODAY_AUGMENT}, "sampling_alpha": 0.5, "backgrounds_dir": data / "backgrounds",
                 **TODAY_SCHEDULE}
-    raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
+    if name == "field":  # today's defaults: far-field augmentation, call crops, self-training, sample schedule
+        return {"backgrounds_dir": data / "backgrounds"}
+    if name in ABLATIONS:
+        fields = recipe_fields("field", data)
+        for key, value in ABLATIONS[name].items():
+            fields[key] = ({**AugmentConfig().model_dump(), **value} if key == "augment" else value)
+        return fields
+    raise ValueError(f"unknown recipe {name!r}; choose from {(*RECIPES, *ABLATIONS)}")
 
 
 def read_labels(data: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
@@ -189,6 +206,13 @@ def one_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Names
     card = publish(best, store, promote=True, notes=f"bench/quality.py {recipe} seed {seed}").card
     probs = serve_and_predict(store.root, data, work)
     row = score(windows, probs, card.codes, rare)
+    if card.postprocess.smoothing != "none":  # the same ONNX file served without the card's smoothing
+        from model_store.card import Postprocess
+
+        raw = store.register(card.model_copy(update={"postprocess": Postprocess(), "version": 0, "sha256": ""}),
+                             store.version_dir(card.name, card.version) / "model.onnx", promote=True)
+        row["unsmoothed"] = {k: v for k, v in score(windows, serve_and_predict(store.root, data, work), raw.codes,
+                                                    rare).items() if k in METRICS}
     row.update(recipe=recipe, seed=seed, selected_epoch=card.training.get("epoch"),
                selected_by=card.validation.selected_by, tracking=tracking(info["history"]),
                **{k: v for k, v in info.items() if k != "history"}, history=info["history"])
@@ -211,7 +235,25 @@ def summarise(runs: list[dict]) -> dict:
                                                             for r in mine),
                            clips_tracking_max_abs_diff=max(r["tracking"]["clips"]["max_abs_diff"] for r in mine),
                            clips_tracking_spearman_min=min(r["tracking"]["clips"]["spearman"] for r in mine))
+        if all("unsmoothed" in r for r in mine):
+            out[recipe]["unsmoothed"] = {m: float(np.mean([r["unsmoothed"][m] for r in mine])) for m in METRICS}
     return out
+
+
+def ablation(runs: list[dict]) -> list[dict]:
+    """Each removed part's effect: (recipe without it) - (field recipe), per seed, and the smoothing's."""
+    full = {r["seed"]: r for r in runs if r["recipe"] == "field"}
+    rows = []
+    for name in [*ABLATIONS, "field-no_smoothing"]:
+        if name == "field-no_smoothing":
+            pairs = [(r["unsmoothed"], r) for r in full.values() if "unsmoothed" in r]
+        else:
+            pairs = [(r, full[r["seed"]]) for r in runs if r["recipe"] == name and r["seed"] in full]
+        if pairs:
+            rows.append({"removed": name.removeprefix("field-no_").removeprefix("field-"),
+                         "seeds": sorted(f["seed"] for _, f in pairs),
+                         **{m: [round(a[m] - f[m], 4) for a, f in pairs] for m in METRICS}})
+    return rows
 
 
 def markdown(results: dict) -> str:
@@ -233,6 +275,12 @@ def markdown(results: dict) -> str:
     rnd = results["random"]
     lines.append(f"| random scores | {rnd['padded_cmap']:.4f} | {rnd['macro_roc_auc']:.4f} | "
                  f"{rnd['rare_species_ap']:.4f} | {rnd['micro_f1_at_0_5']:.4f} | | | |")
+    if results["ablation"]:
+        lines += ["", "## Ablation: the field recipe with one part removed (difference to the full recipe, per seed)",
+                  "", "| removed | seeds | padded cmAP | macro ROC-AUC | rare-species AP | micro F1 @0.5 |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {a['removed']} | {a['seeds']} | " + " | ".join(str(a[m]) for m in METRICS) + " |"
+                  for a in results["ablation"]]
     lines += ["", "## Does the validation track the field? (padded cmAP per epoch vs the labelled soundscapes)", "",
               "| run | set | max abs diff | mean abs diff | Spearman over epochs | values per epoch |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -254,7 +302,8 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES), help="Recipes to train.")
+    parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, *ABLATIONS], default=list(RECIPES),
+                        help="Recipes to train (the field-* ones are the ablation of the field recipe).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training seeds.")
     parser.add_argument("--size", default="small", help="Demo data size (field profile).")
     parser.add_argument("--data-seed", type=int, default=0, help="Demo data seed.")
@@ -296,7 +345,8 @@ def main() -> int:
         "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in load1],
         "idle": load0[0] < 0.5 * (os.cpu_count() or 1),
         "windows": len(windows), "rare_species": rare, "clips_per_species": counts,
-        "summary": summarise(runs), "random": random_row(windows, codes, rare), "runs": runs,
+        "summary": summarise(runs), "ablation": ablation(runs), "random": random_row(windows, codes, rare),
+        "runs": runs,
         "total_minutes": (time.perf_counter() - t0) / 60,
     }
     args.out.mkdir(parents=True, exist_ok=True)

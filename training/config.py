@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model_store.card import Postprocess
 from soundscape.audio import FrontendConfig
 
 from .metrics import Metric
@@ -137,7 +138,7 @@ class SelfTrainingConfig(BaseModel):
                                 "pseudo-labelled windows.")
     student_init: Literal["teacher", "pretrained"] = Field(
         "teacher", description="Start each student from the teacher's weights or from the pretrained ones.")
-    epochs: int | None = Field(None, ge=1, description="Epochs of each student round (None: the run's epochs).")
+    epochs: int | None = Field(3, ge=1, description="Epochs of each student round (None: the run's epochs).")
 
     def targets(self, probs: np.ndarray) -> np.ndarray:
         """Soft training targets of teacher probabilities ``(n, n_classes)`` (the confidence policy)."""
@@ -186,7 +187,7 @@ class TrainConfig(BaseModel):
     drop_rate: float = Field(0.2, ge=0, lt=1)
     drop_path_rate: float = Field(0.1, ge=0, lt=1)
     # optimisation
-    epochs: int = Field(8, ge=1, description="Epochs (validations); an epoch is epoch_samples samples.")
+    epochs: int = Field(6, ge=1, description="Epochs (validations); an epoch is epoch_samples samples.")
     epoch_samples: int | None = Field(
         1024, ge=1, description="Samples drawn per epoch (None: one pass over the training clips), so small and "
         "large data sets train on the same schedule.")
@@ -217,6 +218,9 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(3, ge=1, description="Epochs without improvement (None: off).")
     self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig,
                                               description="Self-training on unlabelled_dir.")
+    postprocess: Postprocess = Field(
+        default_factory=lambda: Postprocess(smoothing="neighbours"),
+        description="Temporal smoothing the exported model's card declares (applied by the service and analyze).")
     num_workers: int = Field(0, ge=0)
     val_batch_size: int = Field(64, ge=1)
     resume: bool = Field(False, description="Continue from <out_dir>/last.pt.")

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from model_store import DataSummary, Label, ModelCard, ModelStore, TensorSpec, ValidationInfo
+from model_store.card import Postprocess
 from soundscape.audio import Frontend, FrontendConfig
 
 from .evaluate import Evaluation, ValidationData, evaluate_model, load_validation, unregistered_model
@@ -157,6 +158,7 @@ def build_card(ckpt: dict[str, Any] | Sequence[dict[str, Any]], exported: Export
         per_species_ap=per_species_ap if per_species_ap is not None else ckpt_ap,
         training=training,
         validation=validation,
+        postprocess=Postprocess.model_validate((ckpt.get("train_config") or {}).get("postprocess") or {}),
         parent_version=parent_version,
         notes=notes,
     )
