@@ -174,16 +174,13 @@ def score(windows: dict[str, set[str]], probs: dict[str, dict[str, float]], code
 
 def tracking(history: list[dict]) -> dict:
     """How each validation set's padded cmAP follows the labelled soundscapes' across the epochs."""
-    from scipy.stats import spearmanr
+    from training.metrics import tracking as follow
 
     truth = np.array([h["soundscapes_padded_cmap"] for h in history], dtype=float)
     out = {}
     for kind in ("pseudo_soundscapes", "clips"):
         values = np.array([h.get(f"{kind}_padded_cmap", np.nan) for h in history], dtype=float)
-        diff = np.abs(values - truth)
-        rho = spearmanr(values, truth).statistic if len(values) > 2 and np.ptp(truth) > 0 else float("nan")
-        out[kind] = {"max_abs_diff": float(np.nanmax(diff)), "mean_abs_diff": float(np.nanmean(diff)),
-                     "spearman": float(rho), "values": values.round(4).tolist()}
+        out[kind] = {**follow(values, truth), "values": values.round(4).tolist()}
     out["soundscapes"] = {"values": truth.round(4).tolist()}
     return out
 

@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Metric", "average_precision", "macro_roc_auc", "padded_cmap", "roc_auc", "score_all", "score_blocks"]
+__all__ = ["Metric", "average_precision", "macro_roc_auc", "padded_cmap", "roc_auc", "score_all", "score_blocks",
+           "tracking"]
 
 Metric = Literal["padded_cmap", "macro_roc_auc"]
 """A model-selection metric: one of :func:`padded_cmap` and :func:`macro_roc_auc`."""
@@ -167,3 +168,18 @@ def score_blocks(y_true: np.ndarray, y_score: np.ndarray, codes: list[str], bloc
             values = [p[key] for p in parts if not np.isnan(p[key])]
             result[key] = float(np.mean(values)) if values else float("nan")
     return result
+
+
+def tracking(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How one validation metric follows a reference across a run's epochs (e.g. pseudo-soundscape vs labelled
+    soundscape padded cmAP): the largest and mean absolute difference, and the Spearman rank correlation
+    (Pearson correlation of the average ranks; NaN with fewer than 3 epochs or a constant series)."""
+    v, r = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    if v.shape != r.shape or v.ndim != 1:
+        raise ValueError(f"values {v.shape} and reference {r.shape} must be equal-length series")
+    diff = np.abs(v - r)
+    rho = float("nan")
+    if len(v) > 2 and np.ptp(v) > 0 and np.ptp(r) > 0:
+        rho = float(np.corrcoef(_average_ranks(v), _average_ranks(r))[0, 1])
+    return {"max_abs_diff": float(diff.max()) if len(diff) else float("nan"),
+            "mean_abs_diff": float(diff.mean()) if len(diff) else float("nan"), "spearman": rho}

@@ -69,3 +69,20 @@ def test_score_blocks_averages_per_block_metrics_and_keeps_whole_set_per_species
     assert score_blocks(y, s, ["a", "b", "c"], blocks=1)["padded_cmap"] == pytest.approx(padded_cmap(y, s))
     with pytest.raises(ValueError, match="blocks"):
         score_blocks(y, s, ["a", "b", "c"], blocks=0)
+
+
+def test_tracking_reports_gap_and_rank_agreement_against_an_outside_formula():
+    from scipy.stats import spearmanr
+
+    from training.metrics import tracking
+
+    ref = np.array([0.40, 0.45, 0.47, 0.46, 0.50])
+    close = ref - np.array([0.03, 0.02, 0.04, 0.01, 0.02])
+    out = tracking(close, ref)
+    assert out["max_abs_diff"] == pytest.approx(0.04) and out["mean_abs_diff"] == pytest.approx(0.024)
+    assert out["spearman"] == pytest.approx(spearmanr(close, ref).statistic)
+    flipped = tracking(ref[::-1], ref)
+    assert flipped["spearman"] == pytest.approx(spearmanr(ref[::-1], ref).statistic) and flipped["spearman"] < 0
+    assert np.isnan(tracking(ref[:2], ref[:2])["spearman"])
+    with pytest.raises(ValueError):
+        tracking(ref, ref[:3])

@@ -82,6 +82,12 @@ def test_early_stopping_and_best_checkpoint_follow_the_pseudo_soundscapes(tiny_d
     best_epoch = result.history[max(range(len(pseudo)), key=lambda i: (pseudo[i], -i))]["epoch"]
     assert load_checkpoint(result.best_checkpoint)["epoch"] == best_epoch
     assert result.metrics["padded_cmap"] == pytest.approx(max(pseudo))
+    # the tracking measurement of bench/quality.py: the labelled soundscapes are logged every epoch beside it
+    from training.metrics import tracking
+
+    labelled = [h["soundscapes_padded_cmap"] for h in result.history]
+    t = tracking(pseudo, labelled)
+    assert t["max_abs_diff"] == pytest.approx(max(abs(a - b) for a, b in zip(pseudo, labelled, strict=True)))
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_path):
