@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: --workers).")
     run_.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                       help="Skip files the journal lists as finished.")
-    run_.add_argument("--block-s", type=float, default=60.0, help="Seconds of audio decoded at a time.")
+    run_.add_argument("--block-s", type=float, default=60.0, help="Longest block of decoded audio, in seconds.")
     run_.add_argument("--batch-size", type=int, default=32, help="Windows per model run.")
     run_.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 

@@ -47,7 +47,8 @@ class AnalyzeSettings(BaseModel):
     address: str | None = Field(None, description="Ray cluster address (default: start a local Ray).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance.")
     resume: bool = Field(True, description="Skip files the journal lists as finished.")
-    block_s: float = Field(60.0, gt=0, le=3600, description="Seconds of audio decoded at a time.")
+    block_s: float = Field(60.0, gt=0, le=3600, description="Longest block of decoded audio, in seconds (the file "
+                           "is read 2^18 frames at a time; results do not depend on it).")
     batch_size: int = Field(32, ge=1, le=4096, description="Windows per model run.")
 
     @model_validator(mode="before")
@@ -96,7 +97,7 @@ class AnalyzeSettings(BaseModel):
         return {
             "hop_s": self.hop_s,
             "threshold": self.threshold,
-            "species": sorted(self.species) if self.species else None,
+            "species": self.species,  # in the order asked: the order of the BirdCLEF columns
             "top_k": self.top_k,
             "formats": sorted(self.formats),
             "embeddings": self.embeddings,
