@@ -19,7 +19,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	@# import rules ([tool.importlinter] in pyproject.toml): app without training/torch, soundscape without app,
-	@# model_store without app/training/analyze/demo/audio I/O
+	@# model_store without app/training/analyze/demo/audio I/O, training without app and without import cycles
 	$(VENV)/bin/lint-imports
 	@# dependency audit (~1 s): known vulnerabilities or yanked pins fail (exit 1); an unreachable index
 	@# (exit 2) only warns, so network trouble cannot fail CI for reasons unrelated to the change.

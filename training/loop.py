@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 from .losses import make_loss
 from .metrics import score_blocks
 from .models import create_model
-from .train import TrainResult
+from .result import TrainResult
 from .validation import validation_sets
 
 __all__ = ["predict", "run_training"]

@@ -35,7 +35,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .curves import write_metrics_csv
-from .train import TrainResult
+from .result import TrainResult
 
 __all__ = ["PseudoLabels", "label_unlabelled", "self_train"]
 

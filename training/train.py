@@ -7,34 +7,14 @@ so ``import training`` and ``soundscape train --help`` stay instant.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .result import TrainResult
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 __all__ = ["TrainResult", "train"]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a run produced.
-
-    Attributes:
-        run_dir (Path): the run directory (``cfg.out_dir``).
-        best_checkpoint (Path): checkpoint of the best validation epoch (the last one without validation).
-        last_checkpoint (Path): checkpoint of the last epoch.
-        metrics (dict[str, float]): validation metrics of the best epoch (``macro_roc_auc``,
-            ``padded_cmap``, ``val_loss``) and its ``train_loss``.
-        history (list[dict]): one row of metrics per epoch (the rows of ``metrics.csv``).
-    """
-
-    run_dir: Path
-    best_checkpoint: Path
-    last_checkpoint: Path
-    metrics: dict[str, float]
-    history: list[dict] = field(default_factory=list)
 
 
 def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
