@@ -1,8 +1,8 @@
 """Lazy package exports: names a package re-exports from submodules that load only on first use.
 
 Keeps ``import package`` cheap when the heavy submodules are not needed (``model_store`` imports
-``soundscape.audio.config`` for the card without loading soundfile, soxr or scipy). ``training/__init__.py``
-carries a copy of this loader that can switch to this one.
+``soundscape.audio.config`` for the card without loading soundfile, soxr or scipy). ``soundscape.audio`` and
+``training`` use it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ and ``soundscape train --help`` are instant; the names that need torch (``create
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from soundscape.lazy import lazy_exports
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AugmentConfig, TrainConfig
@@ -42,14 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

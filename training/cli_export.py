@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from typing import get_args
+
     from training.export import ExportConfig
+    from training.metrics import Metric
 
     def tolerance(flag: str, field: str) -> None:
         info = ExportConfig.model_fields[field]
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize-mode", choices=["static", "dynamic"], default="static",
                         help="onnxruntime quantization mode (dynamic is slower than fp32 on CNNs).")
     parser.add_argument("--tolerance", type=float, default=0.01, help="Largest metric drop accepted for int8.")
-    parser.add_argument("--metric", choices=["macro_roc_auc", "padded_cmap"], default="macro_roc_auc",
+    parser.add_argument("--metric", choices=list(get_args(Metric)), default="macro_roc_auc",
                         help="Metric checked for int8.")
     parser.add_argument("--promote", action="store_true", help="Mark the new version as production.")
     parser.add_argument("--parent-version", type=int, default=None, help="Version this model replaces.")

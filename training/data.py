@@ -29,13 +29,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
-from soundscape.audio import AudioError, decode
+from soundscape.audio import AUDIO_EXTENSIONS, AudioError, decode
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
     "AudioCache",
     "Clip",
     "ClipDataset",
@@ -59,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -492,7 +488,7 @@ def load_clips(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *,
 
 
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:
-    """Audio files under ``folder`` (recursively, by extension), sorted."""
+    """Audio files under ``folder`` (recursively, by extension: :data:`soundscape.audio.AUDIO_EXTENSIONS`), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store import ModelCard, VerifiedModel
+from soundscape import available_cpus
 from soundscape.audio import FrontendConfig
 from soundscape.inference import Engine
 
@@ -114,7 +115,7 @@ def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: in
         model (VerifiedModel): from ``ModelStore.load`` or :func:`unregistered_model`.
         data (ValidationData): from :func:`load_validation`.
         batch_size (int): windows per ONNX Runtime call. (Default: ``32``)
-        threads (int, optional): ONNX Runtime intra-op threads. (Default: all cores)
+        threads (int, optional): ONNX Runtime intra-op threads. (Default: the CPUs this process may use)
         desc (str, optional): progress-bar label.
 
     Returns:
@@ -127,7 +128,7 @@ def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: in
         raise ValueError(f"{model.card.name} v{model.card.version} expects {fe.window_s:g} s windows at "
                          f"{fe.sample_rate} Hz; the validation windows are {want.window_s:g} s at "
                          f"{want.sample_rate} Hz (load them with this model's front end)")
-    engine = Engine(model, intra_op_threads=threads or os.cpu_count() or 1)
+    engine = Engine(model, intra_op_threads=threads or available_cpus())
     probs = []
     n = len(data.windows)
     for a in tqdm(range(0, n, batch_size), desc=desc or f"scoring {model.card.name} v{model.card.version}",

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store import DataSummary, Label, ModelCard, ModelStore, TensorSpec, ValidationInfo
+from model_store import DEFAULT_MODEL_NAME, DataSummary, Label, ModelCard, ModelStore, TensorSpec, ValidationInfo
 from model_store.card import Postprocess
 from soundscape.audio import Frontend, FrontendConfig
 
@@ -188,8 +188,9 @@ def _selection_validation(ckpt: dict[str, Any], codes: list[str],
         return None
 
 
-def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: ModelStore, *, name: str = "birds",
-            quantize: bool = False, promote: bool = False, parent_version: int | None = None,
+def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: ModelStore, *,
+            name: str = DEFAULT_MODEL_NAME, quantize: bool = False, promote: bool = False,
+            parent_version: int | None = None,
             soundscapes_labels: str | os.PathLike | None = None, soundscapes_dir: str | os.PathLike | None = None,
             audio: Sequence[str | os.PathLike] | None = None, validation: ValidationData | None = None,
             cache_dir: str | os.PathLike | None = None, export_cfg: ExportConfig | None = None,
@@ -200,7 +201,7 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
         checkpoint (path | Sequence[path]): ``best.pt`` of a run (format 1); a list of two or more is exported
             and registered as one ensemble model (see the module docstring), a list of one as that model.
         store (ModelStore): destination store.
-        name (str): model name. (Default: ``"birds"``)
+        name (str): model name. (Default: ``model_store.DEFAULT_MODEL_NAME``)
         quantize (bool): try int8; kept only when the metric drops by at most the tolerance.
         promote (bool): mark the new version as production.
         parent_version (int, optional): recorded in the card.

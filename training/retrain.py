@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_store import ModelStore, StoreError, StoreErrorCode
+from model_store import DEFAULT_MODEL_NAME, ModelStore, StoreError, StoreErrorCode
 
 from .evaluate import ValidationData, evaluate_model, load_validation
 from .metrics import Metric
@@ -63,7 +63,7 @@ class RetrainConfig(BaseModel):
 
     train: dict = Field(..., description="TrainConfig fields (validated when the run starts).")
     store: Path = Field(..., description="Model store root.")
-    name: str = Field("birds", description="Model name in the store.")
+    name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the store.")
     metric: Metric = Field("padded_cmap", description="Decision metric.")
     margin: float = Field(0.005, ge=0, description="The challenger must beat the champion by at least this.")
     quantize: bool = Field(False, description="Try int8 for the challenger (kept only if the metric holds).")
