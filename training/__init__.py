@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from soundscape.lazy import lazy_exports
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import AugmentConfig, TrainConfig
 from .metrics import macro_roc_auc, padded_cmap, score_all
 from .train import TrainResult, train
@@ -26,6 +26,7 @@ _LAZY = {
 __all__ = [
     "AugmentConfig",
     "Augmenter",
+    "Checkpoint",
     "TrainConfig",
     "TrainResult",
     "create_model",

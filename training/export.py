@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,6 +42,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from soundscape.audio import AudioError, Frontend, FrontendConfig, decode
+
+from .checkpoint import Checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -222,8 +224,9 @@ def real_images(frontend: FrontendConfig, sources: Sequence[str | Path], n: int,
     return fe(windows)[:, None]
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the trained model of a checkpoint (agreed format 1) in eval mode, export-friendly.
+def model_from_checkpoint(ckpt: Checkpoint | Mapping[str, Any]) -> torch.nn.Module:
+    """Rebuild the trained model of a checkpoint in eval mode, export-friendly (a raw dict of
+    :func:`training.checkpoint.load_checkpoint` is accepted too).
 
     Built under ``timm.layers.set_layer_config(exportable=True)`` so layers pick their
     export-friendly implementations; the weights are the checkpoint's, never downloaded or re-initialised
@@ -233,11 +236,11 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
 
     from training.models import create_model
 
-    kwargs = {k: v for k, v in dict(ckpt.get("model_kwargs") or {}).items()
-              if k not in ("pretrained", "checkpoint")}
+    ckpt = Checkpoint.of(ckpt)
+    kwargs = {k: v for k, v in ckpt.model_kwargs.items() if k not in ("pretrained", "checkpoint")}
     with set_layer_config(exportable=True):
-        model = create_model(ckpt["arch"], **kwargs)
-    model.load_state_dict(ckpt["state_dict"])
+        model = create_model(ckpt.arch, **kwargs)
+    model.load_state_dict(ckpt.state_dict)
     return model.eval()
 
 
@@ -246,11 +249,11 @@ def ensemble_architecture(archs: Sequence[str]) -> str:
     return f"ensemble[{','.join(archs)}]"
 
 
-def check_ensemble_members(ckpts: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> None:
+def check_ensemble_members(ckpts: Sequence[Checkpoint | Mapping[str, Any]], names: Sequence[str] | None = None) -> None:
     """Refuse an ensemble whose members do not share labels (same codes, same order) and front end.
 
     Args:
-        ckpts (Sequence[dict]): training checkpoints (format 1), at least two.
+        ckpts (Sequence[Checkpoint]): training checkpoints (or their raw dicts), at least two.
         names (Sequence[str], optional): how to call them in messages (e.g. their paths).
 
     Raises:
@@ -259,8 +262,9 @@ def check_ensemble_members(ckpts: Sequence[dict[str, Any]], names: Sequence[str]
     names = list(names or [f"member {i}" for i in range(len(ckpts))])
     if len(ckpts) < 2:
         raise ValueError(f"an ensemble needs at least two checkpoints, got {len(ckpts)}")
-    codes = [[lab["code"] for lab in c["labels"]] for c in ckpts]
-    frontends = [FrontendConfig.model_validate(c["frontend"]) for c in ckpts]
+    ckpts = [Checkpoint.of(c) for c in ckpts]
+    codes = [c.codes for c in ckpts]
+    frontends = [c.frontend for c in ckpts]
     for i in range(1, len(ckpts)):
         if codes[i] != codes[0]:
             how = "in another order" if sorted(codes[i]) == sorted(codes[0]) else (

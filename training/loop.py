@@ -26,11 +26,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from model_store import DataSummary
+from model_store import DataSummary, Label
 from soundscape.audio.transforms import LogMelSpectrogram
 
 from .augment import Augmenter, load_beds
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, SelectionInfo
 from .config import TrainConfig
 from .curves import plot_curves, write_metrics_csv
 from .data import (
@@ -93,7 +93,7 @@ def _init_distributed() -> _Dist:
 
 @dataclass
 class _Data:
-    labels: list[dict[str, str]]
+    labels: list[Label]
     train: TrainingSet
     val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0
     train_weights: np.ndarray
@@ -127,8 +127,9 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = No
     if not clips:
         raise ValueError(f"{cfg.metadata}: no usable clip ({len(problems)} problems, e.g. "
                          f"{[p.file for p in problems.problems[:3]]})")
-    labels = build_labels(clips, read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None, names)
-    codes = [label["code"] for label in labels]
+    labels = [Label.model_validate(label) for label in
+              build_labels(clips, read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None, names)]
+    codes = [label.code for label in labels]
     train_clips, held_out = (holdout_split(clips, cfg.val_fraction, cfg.seed, cache) if cfg.holds_out
                              else (clips, []))
     val_sets = validation_sets(cfg, held_out, codes, cache, problems) if ctx.main else {}  # rank 0 validates
@@ -209,10 +210,10 @@ def _validate(model: nn.Module, frontend: nn.Module, data: _Data, cfg: TrainConf
     return metrics, per_species
 
 
-def _validation_info(cfg: TrainConfig, data: _Data) -> dict[str, Any]:
+def _validation_info(cfg: TrainConfig, data: _Data) -> SelectionInfo:
     """Which validation selects checkpoints, and how each set was made (for the model card)."""
-    return {"selected_by": cfg.validation if data.val_sets else "none", "monitor": cfg.monitor,
-            "sets": {kind: vd.detail for kind, vd in data.val_sets.items()}}
+    return SelectionInfo(selected_by=cfg.validation if data.val_sets else "none", monitor=cfg.monitor,
+                         sets={kind: vd.detail for kind, vd in data.val_sets.items()})
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -287,13 +288,13 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
     if cfg.resume:
         if not last_path.is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint {last_path}")
-        resume_ckpt = load_checkpoint(last_path)
+        resume_ckpt = Checkpoint.load(last_path)
     torch.manual_seed(cfg.seed + ctx.rank)
     data = _prepare_data(cfg, ctx, pseudo_labels)
     if ctx.main:
         data.problems.save(run_dir / "problems.csv")
-    codes = [label["code"] for label in data.labels]
-    if resume_ckpt is not None and [lab["code"] for lab in resume_ckpt["labels"]] != codes:
+    codes = [label.code for label in data.labels]
+    if resume_ckpt is not None and resume_ckpt.codes != codes:
         raise ValueError(f"cannot resume from {last_path}: its classes differ from the data's")
 
     model_kwargs = {"num_classes": len(codes), "in_chans": 1, "drop_rate": cfg.drop_rate,
@@ -319,22 +320,21 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
     start_epoch, history, best, bad_epochs = 1, [], -math.inf, 0
     best_metrics: dict[str, float] = {}
     if resume_ckpt is not None:
-        model.load_state_dict(resume_ckpt["state_dict"])
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        scheduler.load_state_dict(resume_ckpt["scheduler"])
-        scaler.load_state_dict(resume_ckpt.get("scaler") or {})
-        rng = resume_ckpt.get("rng") or {}
-        ranks = rng.get("ranks", [])
+        model.load_state_dict(resume_ckpt.state_dict)
+        optimizer.load_state_dict(resume_ckpt.optimizer)
+        scheduler.load_state_dict(resume_ckpt.scheduler)
+        scaler.load_state_dict(resume_ckpt.scaler or {})
+        ranks = (resume_ckpt.rng or {}).get("ranks", [])
         if len(ranks) == ctx.world:
             augmenter.load_state_dict(ranks[ctx.rank]["augment"])
             torch.set_rng_state(ranks[ctx.rank]["torch"])
         else:
             log.warning("checkpoint random states are for %d processes, not %d: reseeding", len(ranks), ctx.world)
-        start_epoch = int(resume_ckpt["epoch"]) + 1
-        history = list(resume_ckpt.get("history", []))
-        best = float(resume_ckpt.get("best_metric", -math.inf))
-        bad_epochs = int(resume_ckpt.get("bad_epochs", 0))
-        best_metrics = dict(resume_ckpt.get("best_metrics", {}))
+        start_epoch = resume_ckpt.epoch + 1
+        history = list(resume_ckpt.history)
+        best = resume_ckpt.best_metric
+        bad_epochs = resume_ckpt.bad_epochs
+        best_metrics = dict(resume_ckpt.best_metrics)
         log.info("resuming from %s at epoch %d", last_path, start_epoch)
     net: nn.Module = model
     if ctx.world > 1:
@@ -400,20 +400,17 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
                      row["lr"], row["samples_per_s"], " (best)" if improved else "")
         rng_states = _gather({"augment": augmenter.state_dict(), "torch": torch.get_rng_state()}, ctx)
         if ctx.main:
-            ckpt = {
-                "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "model_kwargs": model_kwargs,
-                "state_dict": model.state_dict(), "labels": data.labels, "frontend": cfg.frontend.model_dump(),
-                "metrics": _finite({**val_metrics, "train_loss": row["train_loss"]}),
-                "per_species_ap": _finite(per_species), "data": data.summary.model_dump(),
-                "validation": _validation_info(cfg, data),
-                "train_config": cfg.model_dump(mode="json"), "epoch": epoch,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": {"ranks": rng_states}, "history": history,
-                "best_metric": best, "bad_epochs": bad_epochs, "best_metrics": best_metrics,
-            }
-            save_checkpoint(ckpt, last_path)
+            ckpt = Checkpoint(
+                arch=cfg.arch, model_kwargs=model_kwargs, state_dict=model.state_dict(), labels=data.labels,
+                frontend=cfg.frontend, epoch=epoch, metrics=_finite({**val_metrics, "train_loss": row["train_loss"]}),
+                per_species_ap=_finite(per_species), data=data.summary, train_config=cfg.model_dump(mode="json"),
+                validation=_validation_info(cfg, data), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng={"ranks": rng_states},
+                history=history, best_metric=best, bad_epochs=bad_epochs, best_metrics=best_metrics,
+            )
+            ckpt.save(last_path)
             if improved:
-                save_checkpoint(ckpt, best_path)
+                ckpt.save(best_path)
             write_metrics_csv(history, run_dir / "metrics.csv")
         ctx.barrier()
         if on_epoch_end is not None:

@@ -26,17 +26,18 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_store import DEFAULT_MODEL_NAME, DataSummary, Label, ModelCard, ModelStore, TensorSpec, ValidationInfo
+from model_store import DEFAULT_MODEL_NAME, ModelCard, ModelStore, TensorSpec, ValidationInfo
 from model_store.card import Postprocess
 from soundscape.audio import Frontend, FrontendConfig
 
+from .checkpoint import Checkpoint, SelectionInfo
 from .evaluate import Evaluation, ValidationData, evaluate_model, load_validation, unregistered_model
 from .export import (
     ENSEMBLE_COMBINE,
@@ -76,12 +77,12 @@ class PublishResult:
     validation: ValidationData | None
 
 
-def _checkpoint_metrics(ckpt: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in (ckpt.get("metrics") or {}).items()
-            if isinstance(v, int | float) and np.isfinite(v)}
+def _checkpoint_metrics(ckpt: Checkpoint) -> dict[str, float]:
+    return {k: float(v) for k, v in ckpt.metrics.items() if isinstance(v, int | float) and np.isfinite(v)}
 
 
-def build_card(ckpt: dict[str, Any] | Sequence[dict[str, Any]], exported: ExportResult, *, name: str,
+def build_card(ckpt: Checkpoint | Mapping[str, Any] | Sequence[Checkpoint | Mapping[str, Any]], exported: ExportResult,
+               *, name: str,
                precision: str = "fp32", metrics: dict[str, float] | None = None,
                per_species_ap: dict[str, float] | None = None, parent_version: int | None = None,
                extra_training: dict[str, Any] | None = None, notes: str = "",
@@ -93,7 +94,8 @@ def build_card(ckpt: dict[str, Any] | Sequence[dict[str, Any]], exported: Export
     architecture is ``ensemble[...]`` and ``training["ensemble"]`` describes every member.
 
     Args:
-        ckpt (dict | Sequence[dict]): the training checkpoint (format 1), or the members of an ensemble.
+        ckpt (Checkpoint | Sequence[Checkpoint]): the training checkpoint, or the members of an ensemble (raw
+            dicts of :func:`training.checkpoint.load_checkpoint` are accepted too).
         exported (ExportResult): from :func:`training.export.export_onnx`.
         name (str): model name in the store.
         precision (str): ``fp32`` or ``int8``. (Default: ``"fp32"``)
@@ -107,42 +109,40 @@ def build_card(ckpt: dict[str, Any] | Sequence[dict[str, Any]], exported: Export
     Raises:
         ValueError: the export does not match the labels, or ensemble members differ in labels or front end.
     """
-    members = [ckpt] if isinstance(ckpt, dict) else list(ckpt)
+    members = [Checkpoint.of(c) for c in ([ckpt] if isinstance(ckpt, Checkpoint | Mapping) else ckpt)]
     paths = [str(p) for p in member_paths] if member_paths is not None else [""] * len(members)
     if len(members) > 1:
         check_ensemble_members(members, paths if member_paths is not None else None)
     ckpt = members[0]
-    frontend = FrontendConfig.model_validate(ckpt["frontend"])
-    labels = [Label(code=lab["code"], common_name=lab.get("common_name", ""),
-                    scientific_name=lab.get("scientific_name", "")) for lab in ckpt["labels"]]
+    frontend, labels = ckpt.frontend, list(ckpt.labels)
     if exported.n_labels != len(labels):
         raise ValueError(f"the exported model has {exported.n_labels} outputs but the checkpoint "
                          f"lists {len(labels)} labels")
     if len(members) == 1:
-        architecture = str(ckpt["arch"])
+        architecture = ckpt.arch
         ckpt_metrics = _checkpoint_metrics(ckpt)
-        ckpt_ap = {k: float(v) for k, v in (ckpt.get("per_species_ap") or {}).items() if np.isfinite(v)}
+        ckpt_ap = {k: float(v) for k, v in ckpt.per_species_ap.items() if np.isfinite(v)}
         training: dict[str, Any] = {
-            "train_config": ckpt.get("train_config", {}),
-            "epoch": ckpt.get("epoch"),
+            "train_config": ckpt.train_config,
+            "epoch": ckpt.epoch,
             "checkpoint_metrics": ckpt_metrics,
         }
     else:
-        architecture = ensemble_architecture([str(m["arch"]) for m in members])
+        architecture = ensemble_architecture([m.arch for m in members])
         ckpt_metrics, ckpt_ap = {}, {}
         dims = list(exported.member_embedding_dims) or [None] * len(members)
         training = {"ensemble": {
             "combine": ENSEMBLE_COMBINE,
-            "members": [{"checkpoint": path, "arch": str(m["arch"]), "epoch": m.get("epoch"),
+            "members": [{"checkpoint": path, "arch": m.arch, "epoch": m.epoch,
                          "checkpoint_metrics": _checkpoint_metrics(m), "embedding_dim": dim,
-                         "train_config": m.get("train_config", {})}
+                         "train_config": m.train_config}
                         for m, path, dim in zip(members, paths, dims, strict=True)],
         }}
     training.update(extra_training or {})
-    info = ckpt.get("validation") or {}
-    validation = ValidationInfo(selected_by=str(info.get("selected_by", "")), monitor=str(info.get("monitor", "")),
-                                metrics_from=str(info.get("selected_by", "")),  # until publish scores the ONNX file
-                                sets={str(k): str(v) for k, v in (info.get("sets") or {}).items()})
+    info = ckpt.validation or SelectionInfo()
+    validation = ValidationInfo(selected_by=info.selected_by, monitor=info.monitor,
+                                metrics_from=info.selected_by,  # until publish scores the ONNX file
+                                sets=dict(info.sets))
     return ModelCard(
         name=name,
         labels=labels,
@@ -153,12 +153,12 @@ def build_card(ckpt: dict[str, Any] | Sequence[dict[str, Any]], exported: Export
                  TensorSpec(name="embedding", shape=[None, exported.embedding_dim])],
         output_activation="sigmoid",
         precision=precision,
-        data=DataSummary.model_validate(ckpt.get("data") or {}),
+        data=ckpt.data,
         metrics=metrics if metrics is not None else ckpt_metrics,
         per_species_ap=per_species_ap if per_species_ap is not None else ckpt_ap,
         training=training,
         validation=validation,
-        postprocess=Postprocess.model_validate((ckpt.get("train_config") or {}).get("postprocess") or {}),
+        postprocess=Postprocess.model_validate(ckpt.train_config.get("postprocess") or {}),
         parent_version=parent_version,
         notes=notes,
     )
@@ -170,14 +170,14 @@ def spread_images(frontend: FrontendConfig, windows: np.ndarray, n: int) -> np.n
     return Frontend(frontend)(windows[idx])[:, None]
 
 
-def _selection_validation(ckpt: dict[str, Any], codes: list[str],
+def _selection_validation(ckpt: Checkpoint, codes: list[str],
                           cache_dir: str | os.PathLike | None) -> ValidationData | None:
     """The validation set that chose the checkpoint, rebuilt from its training config; None when its data
     is gone. Checkpoints from before pseudo-soundscapes (no ``validation`` entry) used labelled soundscapes."""
     from .validation import selection_validation
 
-    tc = dict(ckpt.get("train_config") or {})
-    if "validation" not in ckpt:
+    tc = dict(ckpt.train_config)
+    if ckpt.validation is None:
         if not (tc.get("soundscapes_labels") and tc.get("soundscapes_dir")):
             return None
         tc["validation"] = "soundscapes"
@@ -224,8 +224,6 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
             ensemble, ensemble members with other labels or front ends...).
         training.export.ExportError: export or parity failed; nothing was registered.
     """
-    from training.checkpoint import load_checkpoint
-
     export_cfg = export_cfg or ExportConfig()
     quantize_cfg = quantize_cfg or QuantizeConfig()
     paths = [Path(checkpoint)] if isinstance(checkpoint, str | os.PathLike) else [Path(c) for c in checkpoint]
@@ -235,12 +233,11 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
         raise ValueError("int8 quantization of an ensemble is not supported (the quantizer would keep only one "
                          "member's stem and classifier in fp32 and put the members' combination on a uint8 "
                          "scale); publish the ensemble in fp32, or quantize single models")
-    members = [load_checkpoint(p) for p in paths]
+    members = [Checkpoint.load(p) for p in paths]
     if len(members) > 1:
         check_ensemble_members(members, [str(p) for p in paths])
     checkpoint, ckpt = paths[0], members[0]  # labels, front end and training data of the (first) model
-    frontend = FrontendConfig.model_validate(ckpt["frontend"])
-    codes = [lab["code"] for lab in ckpt["labels"]]
+    frontend, codes = ckpt.frontend, ckpt.codes
     if (soundscapes_labels is None) != (soundscapes_dir is None):
         raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
 
@@ -257,7 +254,7 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
             images = spread_images(frontend, validation.windows, export_cfg.parity_windows)
         else:
             sources = list(audio or [])
-            root = (ckpt.get("train_config") or {}).get("audio_root")
+            root = ckpt.train_config.get("audio_root")
             if not sources and root and Path(root).is_dir():
                 sources = [root]
             if not sources:

@@ -185,10 +185,10 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
         return _finish(report, report_dir, "failed", RetrainExit.FAILURE, f"training failed: {exc}")
 
     try:
-        from training.checkpoint import load_checkpoint
+        from training.checkpoint import Checkpoint
         from training.register import publish
 
-        codes = [lab["code"] for lab in load_checkpoint(result.best_checkpoint)["labels"]]
+        codes = Checkpoint.load(result.best_checkpoint).codes
         validation = _comparison_set(train_cfg, codes, train_cfg.frontend)
         report.validation_set, report.validation_detail = validation.kind, validation.detail
         published = publish(

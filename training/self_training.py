@@ -82,12 +82,12 @@ def label_unlabelled(checkpoint: Path, cfg: TrainConfig, *, batch_size: int = 32
     from soundscape.audio import Frontend
     from soundscape.audio.transforms import LogMelSpectrogram
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import Checkpoint
     from .data import AudioCache, ProblemReport, list_audio_files
     from .export import model_from_checkpoint
     from .pseudo_soundscapes import split_unlabelled
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model_from_checkpoint(ckpt).to(device).eval()
     melspec = LogMelSpectrogram(cfg.frontend).to(device)
@@ -107,7 +107,7 @@ def label_unlabelled(checkpoint: Path, cfg: TrainConfig, *, batch_size: int = 32
             names += [str(file)] * len(cut.samples)
             starts += [float(s) for s in cut.starts_s]
     problems.log_summary()
-    codes = [lab["code"] for lab in ckpt["labels"]]
+    codes = ckpt.codes
     p = np.concatenate(probs) if probs else np.zeros((0, len(codes)), np.float32)
     return PseudoLabels(files=names, starts_s=np.asarray(starts), probs=p.astype(np.float32), codes=codes)
 

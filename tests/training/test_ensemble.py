@@ -7,6 +7,7 @@ the serving front end's images, then the sigmoids averaged in numpy.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -18,7 +19,7 @@ from soundscape.cli import main
 from soundscape.inference import Engine
 from tests.utils.checkpoints import write_checkpoint, write_soundscapes
 from tests.utils.models import DEFAULT_CODES, tiny_frontend
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import Checkpoint
 from training.export import ExportConfig, combine_members, export_onnx, model_from_checkpoint
 from training.register import publish
 
@@ -33,7 +34,7 @@ def _confident(path, images, seed: int):
     units (untrained, all its probabilities are ~0.5 and any way of averaging would look right)."""
     import torch
 
-    ckpt = load_checkpoint(path)
+    ckpt = Checkpoint.load(path)
     model = model_from_checkpoint(ckpt)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -44,8 +45,7 @@ def _confident(path, images, seed: int):
         logits = model(torch.from_numpy(images))
         model.get_classifier().weight.mul_(6.0 / logits.abs().max())
         model.get_classifier().bias.normal_(0, 1.0, generator=g)
-    ckpt["state_dict"] = model.state_dict()
-    return save_checkpoint(ckpt, path)
+    return replace(ckpt, state_dict=model.state_dict()).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def members(tmp_path_factory, scapes):
 def _single_onnx_outputs(ckpt_path, images, tmp_path):
     """One member alone: exported, then run through ONNX Runtime (no ensemble code involved)."""
     path = tmp_path / f"{ckpt_path.parent.name}.onnx"
-    export_onnx(model_from_checkpoint(load_checkpoint(ckpt_path)), path, images[:4])
+    export_onnx(model_from_checkpoint(Checkpoint.load(ckpt_path)), path, images[:4])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits, emb = session.run(["logits", "embedding"], {"image": images})
     return logits.astype(np.float64), emb
@@ -117,16 +117,15 @@ def test_combination_is_finite_and_exact_for_confident_members():
 
 
 def _variant(src, dest, change):
-    ckpt = load_checkpoint(src)
-    change(ckpt)
+    ckpt = Checkpoint.load(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(ckpt, dest)
+    return replace(ckpt, **change(ckpt)).save(dest)
 
 
 @pytest.mark.parametrize("what, change", [
-    ("labels", lambda c: c.update(labels=c["labels"][::-1])),
-    ("labels", lambda c: c.update(labels=c["labels"][:3])),
-    ("front end", lambda c: c.update(frontend=tiny_frontend(n_mels=48).model_dump())),
+    ("labels", lambda c: {"labels": c.labels[::-1]}),
+    ("labels", lambda c: {"labels": c.labels[:3]}),
+    ("front end", lambda c: {"frontend": tiny_frontend(n_mels=48)}),
 ])
 def test_members_must_share_labels_and_front_end(members, scapes, tmp_path, what, change):
     other = _variant(members[1], tmp_path / "other" / "best.pt", change)
@@ -162,7 +161,7 @@ def test_ensemble_parity_is_checked(members, scapes, tmp_path):
     from training.export import ExportError, real_images
 
     images = real_images(tiny_frontend(), [scapes[1]], 4)
-    models = [model_from_checkpoint(load_checkpoint(p)) for p in members]
+    models = [model_from_checkpoint(Checkpoint.load(p)) for p in members]
     result = export_onnx(models, tmp_path / "ens.onnx", images)
     assert result.members == 2 and result.embedding_dim == sum(result.member_embedding_dims)
     with pytest.raises(ExportError, match="disagree"):

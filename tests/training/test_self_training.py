@@ -13,9 +13,9 @@ import soundfile as sf
 
 import training.self_training as st
 from tests.training.conftest import SPECIES, call, fast_config
-from training import load_checkpoint, train
+from training import Checkpoint, train
 from training.config import SelfTrainingConfig
-from training.train import TrainResult
+from training.result import TrainResult
 
 
 def test_confidence_policy_sharpens_and_turns_quiet_windows_into_negatives():
@@ -118,8 +118,8 @@ def test_a_real_self_training_run_trains_a_student_on_pseudo_labelled_windows(ti
     # site_0 gives the validation's beds (every 4th recording): never pseudo-labelled or trained on
     assert sorted({Path(f).name for f in labels.files}) == ["site_1.flac", "site_2.flac", "site_3.flac"]
     kept = state["best_round"]
-    assert load_checkpoint(result.best_checkpoint)["epoch"] == load_checkpoint(
-        tmp_path / "run" / f"round{kept}" / "best.pt")["epoch"]
-    student = load_checkpoint(tmp_path / "run" / "round1" / "last.pt")
-    assert student["train_config"]["checkpoint"].endswith("round0/best.pt")  # started from the teacher
+    assert Checkpoint.load(result.best_checkpoint).epoch == Checkpoint.load(
+        tmp_path / "run" / f"round{kept}" / "best.pt").epoch
+    student = Checkpoint.load(tmp_path / "run" / "round1" / "last.pt")
+    assert student.train_config["checkpoint"].endswith("round0/best.pt")  # started from the teacher
     shutil.rmtree(tmp_path / "run")

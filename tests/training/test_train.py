@@ -12,7 +12,7 @@ import torch
 
 from soundscape.cli import main
 from tests.training.conftest import SPECIES, fast_config
-from training import AugmentConfig, load_checkpoint, train
+from training import AugmentConfig, Checkpoint, load_checkpoint, train
 from training.checkpoint import REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +31,17 @@ def test_run_with_soundscape_validation_writes_everything(tiny_data, tmp_path):
     assert {"macro_roc_auc", "padded_cmap"} <= set(result.metrics)
     problems = (run / "problems.csv").read_text()
     assert "broken.wav" in problems and "gone.ogg" in problems
-    ckpt = load_checkpoint(result.last_checkpoint)
-    assert set(REQUIRED_KEYS) <= set(ckpt) and ckpt["format"] == 1 and ckpt["epoch"] == 2
-    assert [lab["code"] for lab in ckpt["labels"]] == sorted(SPECIES)
-    assert ckpt["data"]["val_soundscapes"] == 1 and ckpt["data"]["skipped_files"] == 3
-    assert ckpt["frontend"]["n_mels"] == 32 and ckpt["train_config"]["arch"] == "test_efficientnet"
+    raw = load_checkpoint(result.last_checkpoint)  # the dict on disk
+    assert set(REQUIRED_KEYS) <= set(raw) and raw["format"] == 1 and raw["epoch"] == 2
+    assert [lab["code"] for lab in raw["labels"]] == sorted(SPECIES) and raw["data"]["val_soundscapes"] == 1
+    ckpt = Checkpoint.load(result.last_checkpoint)
+    assert ckpt.epoch == 2 and ckpt.codes == sorted(SPECIES) and ckpt.to_dict().keys() == raw.keys()
+    assert ckpt.data.val_soundscapes == 1 and ckpt.data.skipped_files == 3
+    assert ckpt.frontend.n_mels == 32 and ckpt.train_config["arch"] == "test_efficientnet"
     from training import create_model
 
-    model = create_model(ckpt["arch"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])  # B's export path
+    model = create_model(ckpt.arch, **ckpt.model_kwargs)
+    model.load_state_dict(ckpt.state_dict)  # B's export path
 
 
 def test_every_validation_set_is_logged_and_pseudo_soundscapes_select(tiny_data, tmp_path):
@@ -47,18 +49,18 @@ def test_every_validation_set_is_logged_and_pseudo_soundscapes_select(tiny_data,
                       val_fraction=0.34, soundscapes_labels=tiny_data / "soundscape_labels.csv",
                       soundscapes_dir=tiny_data / "soundscapes")
     result = train(cfg)
-    ckpt = load_checkpoint(result.best_checkpoint)
+    ckpt = Checkpoint.load(result.best_checkpoint)
     # max(1, round(n * 0.34)) whole clips: amered 6 -> 2, bkcchi 4 -> 1, comrav 3 -> 1, + houspa's one clip's end
-    assert ckpt["data"]["val_clips"] == 5 and ckpt["data"]["val_soundscapes"] == 1
+    assert ckpt.data.val_clips == 5 and ckpt.data.val_soundscapes == 1
     row = result.history[0]
     for kind in ("pseudo_soundscapes", "clips", "soundscapes"):
         assert 0.0 < row[f"{kind}_padded_cmap"] <= 1.0 and 0.0 <= row[f"{kind}_macro_roc_auc"] <= 1.0
     assert row["padded_cmap"] == row["pseudo_soundscapes_padded_cmap"]  # the selecting set
     assert row["padded_cmap"] != row["clips_padded_cmap"] or row["padded_cmap"] != row["soundscapes_padded_cmap"]
-    info = ckpt["validation"]
-    assert info["selected_by"] == "pseudo_soundscapes" and info["monitor"] == "padded_cmap"
-    assert set(info["sets"]) == {"pseudo_soundscapes", "clips", "soundscapes"}
-    pseudo = info["sets"]["pseudo_soundscapes"]
+    info = ckpt.validation
+    assert info.selected_by == "pseudo_soundscapes" and info.monitor == "padded_cmap"
+    assert set(info.sets) == {"pseudo_soundscapes", "clips", "soundscapes"}
+    pseudo = info.sets["pseudo_soundscapes"]
     assert "24 windows" in pseudo and "generated noise" in pseudo
     with open(result.run_dir / "metrics.csv") as f:
         header = next(csv.reader(f))
@@ -80,7 +82,7 @@ def test_early_stopping_and_best_checkpoint_follow_the_pseudo_soundscapes(tiny_d
     assert stop is not None, f"never stopped early: {pseudo}"
     assert len(result.history) == stop + 1
     best_epoch = result.history[max(range(len(pseudo)), key=lambda i: (pseudo[i], -i))]["epoch"]
-    assert load_checkpoint(result.best_checkpoint)["epoch"] == best_epoch
+    assert Checkpoint.load(result.best_checkpoint).epoch == best_epoch
     assert result.metrics["padded_cmap"] == pytest.approx(max(pseudo))
     # the tracking measurement of bench/quality.py: the labelled soundscapes are logged every epoch beside it
     from training.metrics import tracking
@@ -100,13 +102,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_data, tmp_p
     cfg = fast_config(tiny_data, tmp_path / "b", epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_epoch_end=interrupt)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    assert Checkpoint.load(tmp_path / "b" / "last.pt").epoch == 1
     resumed = train(cfg.model_copy(update={"resume": True}))
-    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
-    assert b["epoch"] == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
-    for key, tensor in a["state_dict"].items():
-        assert torch.equal(tensor, b["state_dict"][key]), key
-    assert a["history"][1]["train_loss"] == pytest.approx(b["history"][1]["train_loss"], abs=1e-6)
+    a, b = Checkpoint.load(straight.last_checkpoint), Checkpoint.load(resumed.last_checkpoint)
+    assert b.epoch == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
+    for key, tensor in a.state_dict.items():
+        assert torch.equal(tensor, b.state_dict[key]), key
+    assert a.history[1]["train_loss"] == pytest.approx(b.history[1]["train_loss"], abs=1e-6)
     with pytest.raises(FileNotFoundError, match="last.pt"):
         train(fast_config(tiny_data, tmp_path / "c", resume=True))
 
@@ -122,9 +124,9 @@ def test_two_process_ddp_run_via_torchrun_and_cli(tiny_data, tmp_path):
          "-m", "soundscape.cli", "train", "--config", str(config)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
-    assert ckpt["epoch"] == 1 and len(ckpt["rng"]["ranks"]) == 2
-    assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+    ckpt = Checkpoint.load(tmp_path / "ddp" / "last.pt")
+    assert ckpt.epoch == 1 and len(ckpt.rng["ranks"]) == 2
+    assert not any(k.startswith("module.") for k in ckpt.state_dict)
     with open(tmp_path / "ddp" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1  # one writer: rank 0

@@ -78,26 +78,26 @@ def write_clips(root: Path, *, per_species: int = 3, seconds: float = 6.0, seed:
 
 def write_checkpoint(path: Path, *, arch: str = "test_efficientnet", seed: int = 0, train_config: dict | None = None,
                      run_files: bool = True) -> Path:
-    """A format-1 checkpoint of an untrained tiny timm model for the tiny front end (agreed layout)."""
+    """A checkpoint of an untrained tiny timm model for the tiny front end (no resume state, no validation info)."""
     import torch
 
-    from training.checkpoint import save_checkpoint
+    from model_store import DataSummary, Label
+    from training.checkpoint import Checkpoint
     from training.models import create_model
 
     torch.manual_seed(seed)
     kwargs = {"num_classes": len(DEFAULT_CODES), "in_chans": 1, "drop_rate": 0.0, "drop_path_rate": 0.0}
     model = create_model(arch, **kwargs)
-    ckpt = {
-        "format": 1, "arch": arch, "model_kwargs": kwargs, "state_dict": model.state_dict(),
-        "labels": [{"code": c, "common_name": f"Common {c}", "scientific_name": f"Avis {c}"} for c in DEFAULT_CODES],
-        "frontend": tiny_frontend().model_dump(), "metrics": {"macro_roc_auc": 0.61, "padded_cmap": 0.42},
-        "per_species_ap": {c: 0.5 for c in DEFAULT_CODES},
-        "data": {"train_clips": 12, "val_clips": 0, "clips_per_label": {c: 3 for c in DEFAULT_CODES},
-                 "source": "tests"},
-        "train_config": train_config or {}, "epoch": 1,
-    }
+    ckpt = Checkpoint(
+        arch=arch, model_kwargs=kwargs, state_dict=model.state_dict(),
+        labels=[Label(code=c, common_name=f"Common {c}", scientific_name=f"Avis {c}") for c in DEFAULT_CODES],
+        frontend=tiny_frontend(), epoch=1, metrics={"macro_roc_auc": 0.61, "padded_cmap": 0.42},
+        per_species_ap={c: 0.5 for c in DEFAULT_CODES},
+        data=DataSummary(train_clips=12, val_clips=0, clips_per_label={c: 3 for c in DEFAULT_CODES}, source="tests"),
+        train_config=train_config or {},
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, path)
+    ckpt.save(path)
     if run_files:
         (path.parent / "metrics.csv").write_text("epoch,macro_roc_auc\n1,0.61\n")
     return path
