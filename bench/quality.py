@@ -195,12 +195,12 @@ def random_row(windows: dict[str, set[str]], codes: list[str], rare: list[str], 
 def one_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Namespace,
             windows: dict[str, set[str]], rare: list[str]) -> dict:
     from model_store import ModelStore
-    from training.register import publish
+    from training.register import PublishConfig, publish
 
     best, info = train_run(recipe, seed, data, work, args)
     store = ModelStore(work / f"store-{recipe}-seed{seed}")
     shutil.rmtree(store.root, ignore_errors=True)
-    card = publish(best, store, promote=True, notes=f"bench/quality.py {recipe} seed {seed}").card
+    card = publish(best, store, PublishConfig(promote=True, notes=f"bench/quality.py {recipe} seed {seed}")).card
     probs = serve_and_predict(store.root, data, work)
     row = score(windows, probs, card.codes, rare)
     if card.postprocess.smoothing != "none":  # the same ONNX file served without the card's smoothing

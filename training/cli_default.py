@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from training import TrainConfig, train
     from training.export import ExportError
     from training.quantize import QuantizeConfig
-    from training.register import publish
+    from training.register import PublishConfig, publish
 
     if args.max_steps_per_epoch is not None and Path(args.store).resolve() == default_store_path().resolve():
         log.error("--max-steps-per-epoch is for smoke runs: refusing to write an undertrained model into the "
@@ -72,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
     store = ModelStore(args.store)
     parent = store.production(args.name)
     try:
-        published = publish(result.best_checkpoint, store, name=args.name, quantize=True, promote=False,
-                            parent_version=parent, cache_dir=cfg.cache_dir,
-                            quantize_cfg=QuantizeConfig(metric=cfg.monitor, tolerance=args.tolerance),
-                            notes=f"bundled demo model: knows only the 14 invented species of the synthetic demo "
-                                  f"data (soundscape.demo), no real bird. soundscape build-default-model (demo "
-                                  f"{args.profile} {args.size}, data seed {args.data_seed}, seed {args.seed}, "
-                                  f"{cfg.epochs} epochs of {cfg.epoch_samples} samples + self-training)")
+        published = publish(result.best_checkpoint, store, PublishConfig(
+            name=args.name, quantize=True, promote=False, parent_version=parent, cache_dir=cfg.cache_dir,
+            quantization=QuantizeConfig(metric=cfg.monitor, tolerance=args.tolerance),
+            notes=f"bundled demo model: knows only the 14 invented species of the synthetic demo data "
+                  f"(soundscape.demo), no real bird. soundscape build-default-model (demo {args.profile} "
+                  f"{args.size}, data seed {args.data_seed}, seed {args.seed}, {cfg.epochs} epochs of "
+                  f"{cfg.epoch_samples} samples + self-training)"))
     except (ValueError, ExportError) as exc:
         log.error("%s", exc)
         return 1

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from model_store import ModelStore, StoreError
     from training.export import ExportConfig, ExportError
     from training.quantize import QuantizeConfig
-    from training.register import publish
+    from training.register import PublishConfig, publish
 
     checkpoints = list(args.checkpoint)
     if len(checkpoints) > 1 and not args.ensemble:
@@ -74,15 +74,14 @@ def run(args: argparse.Namespace) -> int:
         log.error("--ensemble needs at least two checkpoints, got %d", len(checkpoints))
         return 2
     try:
-        export_cfg = ExportConfig(opset=args.opset, exporter=args.exporter, prob_atol=args.prob_atol,
-                                  atol=args.atol, rtol=args.rtol)
-        quantize_cfg = QuantizeConfig(mode=args.quantize_mode, metric=args.metric, tolerance=args.tolerance)
-        result = publish(
-            checkpoints if args.ensemble else checkpoints[0], ModelStore(args.store), name=args.name,
-            quantize=args.quantize == "int8", promote=args.promote, parent_version=args.parent_version,
+        cfg = PublishConfig(
+            name=args.name, quantize=args.quantize == "int8", promote=args.promote, parent_version=args.parent_version,
             soundscapes_labels=args.soundscapes_labels, soundscapes_dir=args.soundscapes_dir, audio=args.audio,
-            export_cfg=export_cfg, quantize_cfg=quantize_cfg,
+            export=ExportConfig(opset=args.opset, exporter=args.exporter, prob_atol=args.prob_atol, atol=args.atol,
+                                rtol=args.rtol),
+            quantization=QuantizeConfig(mode=args.quantize_mode, metric=args.metric, tolerance=args.tolerance),
         )
+        result = publish(checkpoints if args.ensemble else checkpoints[0], ModelStore(args.store), cfg)
     except (ValueError, FileNotFoundError, StoreError) as exc:  # pydantic's ValidationError is a ValueError
         log.error("%s", exc)
         return 2

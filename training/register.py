@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model_store import DEFAULT_MODEL_NAME, ModelCard, ModelStore, TensorSpec, ValidationInfo
 from model_store.card import Postprocess
@@ -51,7 +52,7 @@ from .export import (
 )
 from .quantize import QuantizeConfig, QuantizeReport, quantize_and_check
 
-__all__ = ["PublishResult", "build_card", "publish", "spread_images"]
+__all__ = ["PublishConfig", "PublishResult", "build_card", "publish", "spread_images"]
 
 log = logging.getLogger(__name__)
 
@@ -188,33 +189,48 @@ def _selection_validation(ckpt: Checkpoint, codes: list[str],
         return None
 
 
-def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: ModelStore, *,
-            name: str = DEFAULT_MODEL_NAME, quantize: bool = False, promote: bool = False,
-            parent_version: int | None = None,
-            soundscapes_labels: str | os.PathLike | None = None, soundscapes_dir: str | os.PathLike | None = None,
-            audio: Sequence[str | os.PathLike] | None = None, validation: ValidationData | None = None,
-            cache_dir: str | os.PathLike | None = None, export_cfg: ExportConfig | None = None,
-            quantize_cfg: QuantizeConfig | None = None, notes: str = "") -> PublishResult:
+class PublishConfig(BaseModel):
+    """How :func:`publish` exports, checks and registers a checkpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the store.")
+    quantize: bool = Field(False, description="Try int8; kept only when the metric drops by at most "
+                                              "quantization.tolerance.")
+    promote: bool = Field(False, description="Mark the new version as production.")
+    parent_version: int | None = Field(None, description="Recorded in the card: the version this one replaces.")
+    soundscapes_labels: Path | None = Field(
+        None, description="Labelled soundscapes to score on, with soundscapes_dir. (Default: the validation set "
+                          "that selected the checkpoint, rebuilt from its training data when it still exists: "
+                          "pseudo-soundscapes, held-out clips or labelled soundscapes)")
+    soundscapes_dir: Path | None = Field(None, description="Folder of the labelled soundscapes.")
+    audio: list[Path] | None = Field(None, description="Audio files or folders for the parity check when there "
+                                                       "are no validation windows. (Default: the checkpoint's "
+                                                       "audio_root)")
+    cache_dir: Path | None = Field(None, description="Decoded-audio cache. (Default: a temporary folder)")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Exporter and parity settings.")
+    quantization: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 settings (metric, "
+                                                                                     "tolerance).")
+    notes: str = Field("", description="Card notes.")
+
+    @model_validator(mode="after")
+    def _soundscapes_together(self) -> PublishConfig:
+        if (self.soundscapes_labels is None) != (self.soundscapes_dir is None):
+            raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
+        return self
+
+
+def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: ModelStore,
+            cfg: PublishConfig | None = None, *, validation: ValidationData | None = None) -> PublishResult:
     """Export a checkpoint (or an ensemble of checkpoints), check it, optionally quantize it, and register it.
 
     Args:
-        checkpoint (path | Sequence[path]): ``best.pt`` of a run (format 1); a list of two or more is exported
-            and registered as one ensemble model (see the module docstring), a list of one as that model.
+        checkpoint (path | Sequence[path]): ``best.pt`` of a run; a list of two or more is exported and
+            registered as one ensemble model (see the module docstring), a list of one as that model.
         store (ModelStore): destination store.
-        name (str): model name. (Default: ``model_store.DEFAULT_MODEL_NAME``)
-        quantize (bool): try int8; kept only when the metric drops by at most the tolerance.
-        promote (bool): mark the new version as production.
-        parent_version (int, optional): recorded in the card.
-        soundscapes_labels, soundscapes_dir (path, optional): labelled soundscapes to score on. (Default:
-            the validation set that selected the checkpoint, rebuilt from its training data when it still
-            exists: pseudo-soundscapes, held-out clips or labelled soundscapes)
-        audio (Sequence[path], optional): audio files or folders for the parity check when there are no
-            soundscapes. (Default: the checkpoint's ``audio_root``)
+        cfg (PublishConfig, optional): name, int8, promotion, validation data, export settings, notes.
+            (Default: ``PublishConfig()``)
         validation (ValidationData, optional): already loaded windows (overrides the soundscape paths).
-        cache_dir (path, optional): decoded-audio cache. (Default: a temporary folder)
-        export_cfg (ExportConfig, optional): exporter settings.
-        quantize_cfg (QuantizeConfig, optional): int8 settings (metric, tolerance).
-        notes (str): card notes.
 
     Returns:
         PublishResult: the registered card and the reports.
@@ -224,96 +240,120 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
             ensemble, ensemble members with other labels or front ends...).
         training.export.ExportError: export or parity failed; nothing was registered.
     """
-    export_cfg = export_cfg or ExportConfig()
-    quantize_cfg = quantize_cfg or QuantizeConfig()
+    cfg = cfg or PublishConfig()
     paths = [Path(checkpoint)] if isinstance(checkpoint, str | os.PathLike) else [Path(c) for c in checkpoint]
+    members = _load_members(paths, cfg)
+    ckpt = members[0]  # labels, front end and training data of the (first) model
+    with tempfile.TemporaryDirectory(prefix="soundscape-export-") as tmp:
+        tmp = Path(tmp)
+        validation = _validation(ckpt, cfg, validation, tmp)
+        images = _parity_images(ckpt, paths[0], cfg, validation)
+        if cfg.quantize and validation is None:
+            raise ValueError("int8 quantization needs validation windows to check the metric (the training data "
+                             "is gone); pass --soundscapes-labels and --soundscapes-dir, or drop --quantize")
+        fp32_path = tmp / "model.fp32.onnx"
+        models = [model_from_checkpoint(m) for m in members]
+        exported = export_onnx(models[0] if len(models) == 1 else models, fp32_path, images, cfg.export)
+        tolerances = {"prob_atol": cfg.export.prob_atol, "atol": cfg.export.atol, "rtol": cfg.export.rtol}
+        extra: dict[str, Any] = {"export": {**exported.parity(), "opset": cfg.export.opset, "tolerances": tolerances}}
+        if len(members) == 1:
+            extra["checkpoint"] = str(paths[0])
+        card = build_card(members, exported, name=cfg.name, parent_version=cfg.parent_version, extra_training=extra,
+                          notes=cfg.notes, member_paths=paths)
+        evaluation = None
+        chosen, report = fp32_path, None
+        if validation is not None:
+            evaluation = evaluate_model(unregistered_model(card, fp32_path), validation, desc="scoring fp32")
+        if cfg.quantize:
+            report, int8_eval = _try_int8(card, fp32_path, tmp / "model.int8.onnx", validation, evaluation,
+                                          cfg.quantization)
+            extra["quantization"] = report.to_dict()
+            if report.accepted:
+                chosen, evaluation = tmp / "model.int8.onnx", int8_eval
+        card = _scored_card(card, extra, int8=chosen != fp32_path, evaluation=evaluation, validation=validation)
+        registered = store.register(card, chosen, promote=cfg.promote, extra_files=_run_files(paths))
+    log.info("registered %s v%d (%s, %.1f MB)%s", registered.name, registered.version, registered.precision,
+             store.version_dir(cfg.name, registered.version).joinpath("model.onnx").stat().st_size / 1e6,
+             " and promoted it" if cfg.promote else "")
+    return PublishResult(card=registered, export=exported, quantization=report, evaluation=evaluation,
+                         validation=validation)
+
+
+def _load_members(paths: list[Path], cfg: PublishConfig) -> list[Checkpoint]:
+    """The checkpoints to publish, refused when they cannot make one model (none, int8 ensemble, mismatch)."""
     if not paths:
         raise ValueError("no checkpoint to publish")
-    if len(paths) > 1 and quantize:
+    if len(paths) > 1 and cfg.quantize:
         raise ValueError("int8 quantization of an ensemble is not supported (the quantizer would keep only one "
                          "member's stem and classifier in fp32 and put the members' combination on a uint8 "
                          "scale); publish the ensemble in fp32, or quantize single models")
     members = [Checkpoint.load(p) for p in paths]
     if len(members) > 1:
         check_ensemble_members(members, [str(p) for p in paths])
-    checkpoint, ckpt = paths[0], members[0]  # labels, front end and training data of the (first) model
-    frontend, codes = ckpt.frontend, ckpt.codes
-    if (soundscapes_labels is None) != (soundscapes_dir is None):
-        raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
+    return members
 
-    with tempfile.TemporaryDirectory(prefix="soundscape-export-") as tmp:
-        tmp = Path(tmp)
-        if validation is None and soundscapes_labels is not None:
-            validation = load_validation(soundscapes_labels, soundscapes_dir, codes, frontend,
-                                         cache_dir=cache_dir or tmp / "cache")
-        elif validation is None:
-            validation = _selection_validation(ckpt, codes, cache_dir)
-        if validation is not None:
-            if list(validation.codes) != codes or validation.frontend != frontend:
-                raise ValueError("the validation windows were loaded for other labels or another front end")
-            images = spread_images(frontend, validation.windows, export_cfg.parity_windows)
-        else:
-            sources = list(audio or [])
-            root = ckpt.train_config.get("audio_root")
-            if not sources and root and Path(root).is_dir():
-                sources = [root]
-            if not sources:
-                raise ValueError(f"{checkpoint}: no real audio for the parity check (the training data is gone); "
-                                 "pass audio files or folders (--audio) or labelled soundscapes")
-            images = real_images(frontend, sources, export_cfg.parity_windows)
-        if quantize and validation is None:
-            raise ValueError("int8 quantization needs validation windows to check the metric (the training data "
-                             "is gone); pass --soundscapes-labels and --soundscapes-dir, or drop --quantize")
 
-        models = [model_from_checkpoint(m) for m in members]
-        fp32_path = tmp / "model.fp32.onnx"
-        exported = export_onnx(models[0] if len(models) == 1 else models, fp32_path, images, export_cfg)
-        extra: dict[str, Any] = {"export": {**exported.parity(), "opset": export_cfg.opset,
-                                            "tolerances": {"prob_atol": export_cfg.prob_atol,
-                                                           "atol": export_cfg.atol, "rtol": export_cfg.rtol}}}
-        if len(members) == 1:
-            extra["checkpoint"] = str(checkpoint)
-        card = build_card(members, exported, name=name, parent_version=parent_version, extra_training=extra,
-                          notes=notes, member_paths=paths)
+def _validation(ckpt: Checkpoint, cfg: PublishConfig, validation: ValidationData | None,
+                tmp: Path) -> ValidationData | None:
+    """The labelled windows to score on: given, the configured soundscapes, else the checkpoint's own set."""
+    if validation is None and cfg.soundscapes_labels is not None:
+        validation = load_validation(cfg.soundscapes_labels, cfg.soundscapes_dir, ckpt.codes, ckpt.frontend,
+                                     cache_dir=cfg.cache_dir or tmp / "cache")
+    elif validation is None:
+        validation = _selection_validation(ckpt, ckpt.codes, cfg.cache_dir)
+    if validation is not None and (list(validation.codes) != ckpt.codes or validation.frontend != ckpt.frontend):
+        raise ValueError("the validation windows were loaded for other labels or another front end")
+    return validation
 
-        evaluation = None
-        chosen, report = fp32_path, None
-        if validation is not None:
-            evaluation = evaluate_model(unregistered_model(card, fp32_path), validation, desc="scoring fp32")
-        if quantize:
-            int8_card = card.model_copy(update={"precision": "int8"})
 
-            int8_eval: list[Evaluation] = []
+def _parity_images(ckpt: Checkpoint, path: Path, cfg: PublishConfig,
+                   validation: ValidationData | None) -> np.ndarray:
+    """Real images for the export's parity check: validation windows, else the given or training audio."""
+    if validation is not None:
+        return spread_images(ckpt.frontend, validation.windows, cfg.export.parity_windows)
+    sources = list(cfg.audio or [])
+    root = ckpt.train_config.get("audio_root")
+    if not sources and root and Path(root).is_dir():
+        sources = [root]
+    if not sources:
+        raise ValueError(f"{path}: no real audio for the parity check (the training data is gone); "
+                         "pass audio files or folders (--audio) or labelled soundscapes")
+    return real_images(ckpt.frontend, sources, cfg.export.parity_windows)
 
-            def score(path: Path) -> dict[str, float]:
-                int8_eval.append(evaluate_model(unregistered_model(int8_card, path), validation,
-                                                desc="scoring int8"))
-                return int8_eval[-1].metrics
 
-            calibration = spread_images(frontend, validation.windows, quantize_cfg.calibration_windows)
-            int8_path = tmp / "model.int8.onnx"
-            report = quantize_and_check(fp32_path, int8_path, calibration=calibration, score=score,
-                                        cfg=quantize_cfg, fp32_metrics=evaluation.metrics)
-            extra["quantization"] = report.to_dict()
-            if report.accepted:
-                chosen, evaluation = int8_path, int8_eval[-1]
-        update: dict[str, Any] = {"training": {**card.training, **extra}}
-        if chosen != fp32_path:
-            update["precision"] = "int8"
-        if evaluation is not None:
-            update["metrics"] = evaluation.metrics
-            update["per_species_ap"] = evaluation.per_species_ap
-            update["validation"] = card.validation.model_copy(update={"metrics_from": validation.kind})
-            if validation.kind == "soundscapes":
-                update["data"] = card.data.model_copy(update={"val_soundscapes": validation.n_soundscapes})
-        card = card.model_copy(update=update)
-        # the run's metrics.csv / curves.png; an ensemble keeps each member's as member<i>-<file>
-        prefixes = [""] if len(paths) == 1 else [f"member{i}-" for i in range(len(paths))]
-        extra_files = {prefix + f: path.parent / f for prefix, path in zip(prefixes, paths, strict=True)
-                       for f in RUN_FILES if (path.parent / f).is_file()}
-        registered = store.register(card, chosen, promote=promote, extra_files=extra_files)
-    log.info("registered %s v%d (%s, %.1f MB)%s", registered.name, registered.version, registered.precision,
-             store.version_dir(name, registered.version).joinpath("model.onnx").stat().st_size / 1e6,
-             " and promoted it" if promote else "")
-    return PublishResult(card=registered, export=exported, quantization=report, evaluation=evaluation,
-                         validation=validation)
+def _try_int8(card: ModelCard, fp32_path: Path, int8_path: Path, validation: ValidationData,
+              fp32_eval: Evaluation, cfg: QuantizeConfig) -> tuple[QuantizeReport, Evaluation | None]:
+    """Quantize to ``int8_path`` and score it like the fp32 file; the report and the int8 scores."""
+    int8_card = card.model_copy(update={"precision": "int8"})
+    int8_eval: list[Evaluation] = []
+
+    def score(path: Path) -> dict[str, float]:
+        int8_eval.append(evaluate_model(unregistered_model(int8_card, path), validation, desc="scoring int8"))
+        return int8_eval[-1].metrics
+
+    calibration = spread_images(card.frontend, validation.windows, cfg.calibration_windows)
+    report = quantize_and_check(fp32_path, int8_path, calibration=calibration, score=score, cfg=cfg,
+                                fp32_metrics=fp32_eval.metrics)
+    return report, int8_eval[-1] if int8_eval else None
+
+
+def _scored_card(card: ModelCard, extra: dict[str, Any], *, int8: bool, evaluation: Evaluation | None,
+                 validation: ValidationData | None) -> ModelCard:
+    """The card to register: export/int8 reports, precision, and the serving-path scores when there are any."""
+    update: dict[str, Any] = {"training": {**card.training, **extra}}
+    if int8:
+        update["precision"] = "int8"
+    if evaluation is not None:
+        update["metrics"] = evaluation.metrics
+        update["per_species_ap"] = evaluation.per_species_ap
+        update["validation"] = card.validation.model_copy(update={"metrics_from": validation.kind})
+        if validation.kind == "soundscapes":
+            update["data"] = card.data.model_copy(update={"val_soundscapes": validation.n_soundscapes})
+    return card.model_copy(update=update)
+
+
+def _run_files(paths: list[Path]) -> dict[str, Path]:
+    """The runs' metrics.csv / curves.png; an ensemble keeps each member's as ``member<i>-<file>``."""
+    prefixes = [""] if len(paths) == 1 else [f"member{i}-" for i in range(len(paths))]
+    return {prefix + f: path.parent / f for prefix, path in zip(prefixes, paths, strict=True)
+            for f in RUN_FILES if (path.parent / f).is_file()}

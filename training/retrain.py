@@ -186,17 +186,16 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
 
     try:
         from training.checkpoint import Checkpoint
-        from training.register import publish
+        from training.register import PublishConfig, publish
 
         codes = Checkpoint.load(result.best_checkpoint).codes
         validation = _comparison_set(train_cfg, codes, train_cfg.frontend)
         report.validation_set, report.validation_detail = validation.kind, validation.detail
-        published = publish(
-            result.best_checkpoint, store, name=cfg.name, quantize=cfg.quantize, promote=False,
-            parent_version=report.champion_version, validation=validation, cache_dir=train_cfg.resolved_cache_dir,
-            quantize_cfg=QuantizeConfig(metric=cfg.metric, tolerance=cfg.quantize_tolerance),
-            notes="challenger of soundscape retrain",
-        )
+        published = publish(result.best_checkpoint, store, PublishConfig(
+            name=cfg.name, quantize=cfg.quantize, promote=False, parent_version=report.champion_version,
+            cache_dir=train_cfg.resolved_cache_dir,
+            quantization=QuantizeConfig(metric=cfg.metric, tolerance=cfg.quantize_tolerance),
+            notes="challenger of soundscape retrain"), validation=validation)
         challenger = published.card
         report.challenger_version = challenger.version
         report.challenger_metrics = published.evaluation.metrics

@@ -21,7 +21,7 @@ from tests.utils.checkpoints import write_checkpoint, write_soundscapes
 from tests.utils.models import DEFAULT_CODES, tiny_frontend
 from training.checkpoint import Checkpoint
 from training.export import ExportConfig, combine_members, export_onnx, model_from_checkpoint
-from training.register import publish
+from training.register import PublishConfig, publish
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,8 @@ def _sigmoid(x):
 def test_ensemble_serves_the_mean_of_its_members(scapes, members, tmp_path):
     labels, folder = scapes
     store = ModelStore(tmp_path / "store")
-    result = publish(members, store, name="ens", promote=True, soundscapes_labels=labels, soundscapes_dir=folder)
+    result = publish(members, store, PublishConfig(name="ens", promote=True, soundscapes_labels=labels,
+                                                   soundscapes_dir=folder))
     card = store.load("ens").card  # checksum-verified
     assert card == result.card and card.version == 1
     assert card.architecture == "ensemble[test_efficientnet,test_efficientnet]"
@@ -131,14 +132,14 @@ def test_members_must_share_labels_and_front_end(members, scapes, tmp_path, what
     other = _variant(members[1], tmp_path / "other" / "best.pt", change)
     store = ModelStore(tmp_path / "store")
     with pytest.raises(ValueError, match=f"ensemble members must share {'labels' if what == 'labels' else 'the'}"):
-        publish([members[0], other], store, audio=[scapes[1]])
+        publish([members[0], other], store, PublishConfig(audio=[scapes[1]]))
     assert store.versions("birds") == []
 
 
 def test_ensemble_is_not_quantized(members, scapes, tmp_path):
     with pytest.raises(ValueError, match="int8 quantization of an ensemble is not supported"):
-        publish(members, ModelStore(tmp_path / "store"), quantize=True, soundscapes_labels=scapes[0],
-                soundscapes_dir=scapes[1])
+        publish(members, ModelStore(tmp_path / "store"), PublishConfig(quantize=True, soundscapes_labels=scapes[0],
+                                                                       soundscapes_dir=scapes[1]))
 
 
 def test_export_cli_ensemble(members, scapes, tmp_path, capsys):

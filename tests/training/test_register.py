@@ -10,7 +10,7 @@ from soundscape.cli import main
 from soundscape.inference import Engine
 from tests.utils.checkpoints import write_checkpoint, write_soundscapes
 from tests.utils.models import DEFAULT_CODES, tiny_frontend
-from training.register import publish
+from training.register import PublishConfig, publish
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,8 @@ def test_publish_registers_a_full_card(scapes, tmp_path):
     labels, folder = scapes
     ckpt = write_checkpoint(tmp_path / "run" / "best.pt")
     store = ModelStore(tmp_path / "store")
-    result = publish(ckpt, store, promote=True, parent_version=7, soundscapes_labels=labels, soundscapes_dir=folder)
+    result = publish(ckpt, store, PublishConfig(promote=True, parent_version=7, soundscapes_labels=labels,
+                                                soundscapes_dir=folder))
     card = store.load("birds").card  # verified against the sha256
     assert card == result.card and card.version == 1 and store.production("birds") == 1
     assert [lab.code for lab in card.labels] == DEFAULT_CODES
@@ -60,6 +61,13 @@ def test_publish_without_real_audio_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no real audio for the parity check"):
         publish(ckpt, ModelStore(tmp_path / "store"))
     assert ModelStore(tmp_path / "store").versions("birds") == []
+
+
+def test_publish_config_takes_both_soundscape_paths_or_neither(tmp_path):
+    with pytest.raises(ValueError, match="given together"):
+        PublishConfig(soundscapes_labels=tmp_path / "soundscape_labels.csv")
+    with pytest.raises(ValueError, match="extra"):
+        PublishConfig(quantize_cfg={})  # one config object, no loose keyword arguments
 
 
 def test_export_cli(scapes, tmp_path, capsys):
