@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,29 +278,124 @@ def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | Non
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """What the epochs of a run work with (built by :func:`_setup`)."""
+
+    cfg: TrainConfig
+    ctx: _Dist
+    data: _Data
+    run_dir: Path
+    model: nn.Module  # the bare model: validated and saved
+    net: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper
+    model_kwargs: dict[str, Any]
+    frontend: nn.Module
+    sampler: WeightedRankSampler
+    loader: DataLoader
+    steps: int  # optimiser steps per epoch
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    augmenter: Augmenter
+    loss_fn: nn.Module
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the next epoch, the history and the early-stopping state (what a resume restores)."""
+
+    start_epoch: int = 1
+    history: list[dict] = field(default_factory=list)
+    best: float = -math.inf
+    bad_epochs: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+    def stopped(self, cfg: TrainConfig) -> bool:
+        return cfg.early_stopping_patience is not None and self.bad_epochs >= cfg.early_stopping_patience
+
+    def record(self, row: dict, val_metrics: dict[str, float], monitor: str) -> bool:
+        """Add an epoch's row; True when ``monitor`` improved (every epoch when there is no validation)."""
+        self.history.append(row)
+        value = val_metrics.get(monitor, math.nan) if val_metrics else math.inf
+        improved = value > self.best if math.isfinite(value) or value == math.inf else False
+        if improved:
+            self.best, self.bad_epochs = value, 0
+            self.best_metrics = _finite({**val_metrics, "train_loss": row["train_loss"]})
+        else:
+            self.bad_epochs += 1
+        return improved
+
+
 def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | None,
            pseudo_labels: PseudoLabels | None = None) -> TrainResult:
+    """The run: set up, resume when asked, then epochs of training, validation and checkpoints."""
     run_dir = Path(cfg.out_dir)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if ctx.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    resume_ckpt = None
-    if cfg.resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"cannot resume: no checkpoint {last_path}")
-        resume_ckpt = Checkpoint.load(last_path)
+    resume_from = _resume_checkpoint(cfg, run_dir / "last.pt")
     torch.manual_seed(cfg.seed + ctx.rank)
     data = _prepare_data(cfg, ctx, pseudo_labels)
     if ctx.main:
         data.problems.save(run_dir / "problems.csv")
-    codes = [label.code for label in data.labels]
-    if resume_ckpt is not None and resume_ckpt.codes != codes:
-        raise ValueError(f"cannot resume from {last_path}: its classes differ from the data's")
+    if resume_from is not None and resume_from.codes != [label.code for label in data.labels]:
+        raise ValueError(f"cannot resume from {run_dir / 'last.pt'}: its classes differ from the data's")
+    run = _setup(cfg, ctx, data, run_dir, fresh=resume_from is None)
+    progress = _Progress() if resume_from is None else _resume(run, resume_from)
+    if ctx.world > 1:
+        run.net = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
-    model_kwargs = {"num_classes": len(codes), "in_chans": 1, "drop_rate": cfg.drop_rate,
+    for epoch in range(progress.start_epoch, cfg.epochs + 1):
+        if progress.stopped(cfg):
+            break  # a resumed run that had already stopped early
+        started = time.perf_counter()
+        row = _train_epoch(run, epoch, started)
+        val_metrics, per_species = _validate_epoch(run, row)
+        row["epoch_s"] = time.perf_counter() - started
+        improved = progress.record(row, val_metrics, cfg.monitor)
+        _log_epoch(run, row, val_metrics, improved)
+        _checkpoint(run, progress, row, val_metrics, per_species, improved)
+        ctx.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if progress.stopped(cfg):
+            log.info("early stopping: no %s improvement in %d epochs", cfg.monitor, progress.bad_epochs)
+            break
+    if ctx.main:
+        plot_curves(progress.history, run_dir / "curves.png")
+    ctx.barrier()
+    return TrainResult(run_dir=run_dir, best_checkpoint=run.best_path, last_checkpoint=run.last_path,
+                       metrics=progress.best_metrics, history=progress.history)
+
+
+def _resume_checkpoint(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
+    """``last.pt`` when ``cfg.resume``, else None."""
+    if not cfg.resume:
+        return None
+    if not last_path.is_file():
+        raise FileNotFoundError(f"cannot resume: no checkpoint {last_path}")
+    ckpt = Checkpoint.load(last_path)
+    if ckpt.optimizer is None or ckpt.scheduler is None:
+        raise ValueError(f"cannot resume from {last_path}: it holds no optimiser and scheduler state")
+    return ckpt
+
+
+def _setup(cfg: TrainConfig, ctx: _Dist, data: _Data, run_dir: Path, *, fresh: bool) -> _Run:
+    """Model, front end, sampler and loader, optimiser and schedule, AMP scaler, augmenter and loss.
+    A ``fresh`` run starts from the pretrained or given weights; a resumed one loads its own next."""
+    model_kwargs = {"num_classes": len(data.labels), "in_chans": 1, "drop_rate": cfg.drop_rate,
                     "drop_path_rate": cfg.drop_path_rate}
-    model = create_model(cfg.arch, pretrained=cfg.pretrained and resume_ckpt is None,
-                         checkpoint=cfg.checkpoint if resume_ckpt is None else None, **model_kwargs)
+    model = create_model(cfg.arch, pretrained=cfg.pretrained and fresh, checkpoint=cfg.checkpoint if fresh else None,
+                         **model_kwargs)
     model.to(ctx.device)
     frontend = LogMelSpectrogram(cfg.frontend).to(ctx.device)
     sampler = WeightedRankSampler(data.train_weights, cfg.epoch_samples or len(data.train), seed=cfg.seed,
@@ -315,111 +410,117 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
                           seed=cfg.seed * 1009 + ctx.rank)
-    loss_fn = make_loss(cfg.loss, focal_gamma=cfg.focal_gamma)
+    return _Run(cfg=cfg, ctx=ctx, data=data, run_dir=run_dir, model=model, net=model, model_kwargs=model_kwargs,
+                frontend=frontend, sampler=sampler, loader=loader, steps=steps, optimizer=optimizer,
+                scheduler=scheduler, scaler=scaler, use_amp=use_amp, augmenter=augmenter,
+                loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
 
-    start_epoch, history, best, bad_epochs = 1, [], -math.inf, 0
-    best_metrics: dict[str, float] = {}
-    if resume_ckpt is not None:
-        model.load_state_dict(resume_ckpt.state_dict)
-        optimizer.load_state_dict(resume_ckpt.optimizer)
-        scheduler.load_state_dict(resume_ckpt.scheduler)
-        scaler.load_state_dict(resume_ckpt.scaler or {})
-        ranks = (resume_ckpt.rng or {}).get("ranks", [])
-        if len(ranks) == ctx.world:
-            augmenter.load_state_dict(ranks[ctx.rank]["augment"])
-            torch.set_rng_state(ranks[ctx.rank]["torch"])
-        else:
-            log.warning("checkpoint random states are for %d processes, not %d: reseeding", len(ranks), ctx.world)
-        start_epoch = resume_ckpt.epoch + 1
-        history = list(resume_ckpt.history)
-        best = resume_ckpt.best_metric
-        bad_epochs = resume_ckpt.bad_epochs
-        best_metrics = dict(resume_ckpt.best_metrics)
-        log.info("resuming from %s at epoch %d", last_path, start_epoch)
-    net: nn.Module = model
-    if ctx.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
-            break  # a resumed run that had already stopped early
-        sampler.set_epoch(epoch)
-        data.train.set_epoch(epoch)
-        net.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not ctx.main, leave=False)
-        for step, (waves, targets) in enumerate(loader):
-            if step >= steps:
-                break
-            waves = waves.to(ctx.device, non_blocking=True)
-            targets = targets.to(ctx.device, non_blocking=True)
-            with torch.no_grad():
-                waves, targets = augmenter.waveform(waves, targets)
-                images = frontend(waves)
-                images, targets = augmenter.spectrogram(images, targets)
-            with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(images)
-            loss = loss_fn(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            seen += len(waves)
-            loss_sum += loss.item() * len(waves)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        bar.close()
-        elapsed = time.perf_counter() - t0
-        totals = _gather((seen, loss_sum), ctx)
-        seen_all = sum(s for s, _ in totals)
-        row = {"epoch": epoch, "train_loss": sum(v for _, v in totals) / max(1, seen_all),
-               "lr": scheduler.get_last_lr()[0], "samples": seen_all,
-               "samples_per_s": seen_all / elapsed if elapsed else 0.0}
-        val_metrics, per_species = _validate(model, frontend, data, cfg, ctx) if ctx.main else ({}, {})
-        val_metrics = _broadcast(val_metrics, ctx)
-        row.update({"val_loss": math.nan, "macro_roc_auc": math.nan, "padded_cmap": math.nan}, **val_metrics)
-        row["epoch_s"] = time.perf_counter() - t0
-        history.append(row)
-        value = val_metrics.get(cfg.monitor, math.nan) if val_metrics else math.inf
-        improved = value > best if math.isfinite(value) or value == math.inf else False
-        if improved:
-            best, bad_epochs = value, 0
-            best_metrics = _finite({**val_metrics, "train_loss": row["train_loss"]})
-        else:
-            bad_epochs += 1
-        if ctx.main:
-            others = ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items() if k.endswith("_padded_cmap"))
-            log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f (%s: %s) "
-                     "lr %.2e %.1f samples/s%s", epoch, cfg.epochs, row["train_loss"], row["val_loss"],
-                     row["macro_roc_auc"], row["padded_cmap"], cfg.validation, others or "no validation",
-                     row["lr"], row["samples_per_s"], " (best)" if improved else "")
-        rng_states = _gather({"augment": augmenter.state_dict(), "torch": torch.get_rng_state()}, ctx)
-        if ctx.main:
-            ckpt = Checkpoint(
-                arch=cfg.arch, model_kwargs=model_kwargs, state_dict=model.state_dict(), labels=data.labels,
-                frontend=cfg.frontend, epoch=epoch, metrics=_finite({**val_metrics, "train_loss": row["train_loss"]}),
-                per_species_ap=_finite(per_species), data=data.summary, train_config=cfg.model_dump(mode="json"),
-                validation=_validation_info(cfg, data), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng={"ranks": rng_states},
-                history=history, best_metric=best, bad_epochs=bad_epochs, best_metrics=best_metrics,
-            )
-            ckpt.save(last_path)
-            if improved:
-                ckpt.save(best_path)
-            write_metrics_csv(history, run_dir / "metrics.csv")
-        ctx.barrier()
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
-            log.info("early stopping: no %s improvement in %d epochs", cfg.monitor, bad_epochs)
+def _resume(run: _Run, ckpt: Checkpoint) -> _Progress:
+    """Load the weights, optimiser, schedule, scaler and random states of ``last.pt``; its progress."""
+    run.model.load_state_dict(ckpt.state_dict)
+    run.optimizer.load_state_dict(ckpt.optimizer)
+    run.scheduler.load_state_dict(ckpt.scheduler)
+    run.scaler.load_state_dict(ckpt.scaler or {})
+    ranks = (ckpt.rng or {}).get("ranks", [])
+    if len(ranks) == run.ctx.world:
+        run.augmenter.load_state_dict(ranks[run.ctx.rank]["augment"])
+        torch.set_rng_state(ranks[run.ctx.rank]["torch"])
+    else:
+        log.warning("checkpoint random states are for %d processes, not %d: reseeding", len(ranks), run.ctx.world)
+    log.info("resuming from %s at epoch %d", run.last_path, ckpt.epoch + 1)
+    return _Progress(start_epoch=ckpt.epoch + 1, history=list(ckpt.history), best=ckpt.best_metric,
+                     bad_epochs=ckpt.bad_epochs, best_metrics=dict(ckpt.best_metrics))
+
+
+def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
+    """One epoch of optimiser steps on this process's share; the metrics row (train loss over all ranks,
+    samples/s since ``started``, a ``time.perf_counter()``)."""
+    cfg, ctx = run.cfg, run.ctx
+    run.sampler.set_epoch(epoch)
+    run.data.train.set_epoch(epoch)
+    run.net.train()
+    seen, loss_sum = 0, 0.0
+    bar = tqdm(total=run.steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not ctx.main, leave=False)
+    for step, (waves, targets) in enumerate(run.loader):
+        if step >= run.steps:
             break
-    if ctx.main:
-        plot_curves(history, run_dir / "curves.png")
-    ctx.barrier()
-    return TrainResult(run_dir=run_dir, best_checkpoint=best_path, last_checkpoint=last_path,
-                       metrics=best_metrics, history=history)
+        loss, n = _train_step(run, waves, targets)
+        seen += n
+        loss_sum += loss * n
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+    bar.close()
+    elapsed = time.perf_counter() - started
+    totals = _gather((seen, loss_sum), ctx)
+    seen_all = sum(s for s, _ in totals)
+    return {"epoch": epoch, "train_loss": sum(v for _, v in totals) / max(1, seen_all),
+            "lr": run.scheduler.get_last_lr()[0], "samples": seen_all,
+            "samples_per_s": seen_all / elapsed if elapsed else 0.0}
+
+
+def _train_step(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+    """Augment, forward, backward and step on one batch; its loss and size."""
+    cfg, device = run.cfg, run.ctx.device
+    waves = waves.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    with torch.no_grad():
+        waves, targets = run.augmenter.waveform(waves, targets)
+        images = run.frontend(waves)
+        images, targets = run.augmenter.spectrogram(images, targets)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
+        logits = run.net(images)
+    loss = run.loss_fn(logits.float(), targets)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss.item(), len(waves)
+
+
+def _validate_epoch(run: _Run, row: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """Rank 0 scores the validation sets and every rank gets the metrics (to stop early together); they go into
+    ``row``. Returns the metrics and the per-species AP (rank 0's)."""
+    val_metrics, per_species = (_validate(run.model, run.frontend, run.data, run.cfg, run.ctx) if run.ctx.main
+                                else ({}, {}))
+    val_metrics = _broadcast(val_metrics, run.ctx)
+    row.update({"val_loss": math.nan, "macro_roc_auc": math.nan, "padded_cmap": math.nan}, **val_metrics)
+    return val_metrics, per_species
+
+
+def _log_epoch(run: _Run, row: dict, val_metrics: dict[str, float], improved: bool) -> None:
+    if not run.ctx.main:
+        return
+    cfg = run.cfg
+    others = ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items() if k.endswith("_padded_cmap"))
+    log.info("epoch %d/%d: train_loss %.4f val_loss %.4f macro_roc_auc %.4f padded_cmap %.4f (%s: %s) "
+             "lr %.2e %.1f samples/s%s", row["epoch"], cfg.epochs, row["train_loss"], row["val_loss"],
+             row["macro_roc_auc"], row["padded_cmap"], cfg.validation, others or "no validation",
+             row["lr"], row["samples_per_s"], " (best)" if improved else "")
+
+
+def _checkpoint(run: _Run, progress: _Progress, row: dict, val_metrics: dict[str, float],
+                per_species: dict[str, float], improved: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when ``improved``) and ``metrics.csv``, written by rank 0 with every rank's
+    random states."""
+    rng_states = _gather({"augment": run.augmenter.state_dict(), "torch": torch.get_rng_state()}, run.ctx)
+    if not run.ctx.main:
+        return
+    cfg = run.cfg
+    ckpt = Checkpoint(
+        arch=cfg.arch, model_kwargs=run.model_kwargs, state_dict=run.model.state_dict(), labels=run.data.labels,
+        frontend=cfg.frontend, epoch=row["epoch"], metrics=_finite({**val_metrics, "train_loss": row["train_loss"]}),
+        per_species_ap=_finite(per_species), data=run.data.summary, train_config=cfg.model_dump(mode="json"),
+        validation=_validation_info(cfg, run.data), optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng={"ranks": rng_states},
+        history=progress.history, best_metric=progress.best, bad_epochs=progress.bad_epochs,
+        best_metrics=progress.best_metrics,
+    )
+    ckpt.save(run.last_path)
+    if improved:
+        ckpt.save(run.best_path)
+    write_metrics_csv(progress.history, run.run_dir / "metrics.csv")
