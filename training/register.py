@@ -228,7 +228,7 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
         checkpoint (path | Sequence[path]): ``best.pt`` of a run; a list of two or more is exported and
             registered as one ensemble model (see the module docstring), a list of one as that model.
         store (ModelStore): destination store.
-        cfg (PublishConfig, optional): name, int8, promotion, validation data, export settings, notes.
+        cfg (PublishConfig, optional): name, int8, promotion, labelled soundscapes, export settings, notes.
             (Default: ``PublishConfig()``)
         validation (ValidationData, optional): already loaded windows (overrides the soundscape paths).
 
