@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import load_now, machine
 
 from model_store import DEFAULT_MODEL_NAME, Label, ModelCard, ModelStore, StoreError, TensorSpec, default_store_path
 from soundscape.analyze import AnalyzeSettings, run_analysis
@@ -70,6 +69,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "analyze.json"))
     args = parser.parse_args()
+    started = load_now()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("soundscape").setLevel(logging.WARNING)
 
@@ -116,8 +116,7 @@ def main() -> None:
             f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
             if k not in ("out", "data")),
         "model": model_desc,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "note": "shared 2-core machine, other engineers' jobs running: timings are noisy"},
+        "machine": machine(started),
         "formats": ["csv", "birdclef"],
         "ray_start_s": round(ray_start_s, 2) if ray_start_s is not None else None,
         "rows": rows,

@@ -18,13 +18,12 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from machine import load_now, machine
 
 from soundscape.audio import Frontend, FrontendConfig
 
@@ -135,6 +134,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "frontend.json"))
     parser.add_argument("--no-torch", action="store_true", help="skip torchaudio (not installed)")
     args = parser.parse_args()
+    started = load_now()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     cfg = FrontendConfig()
@@ -157,7 +157,7 @@ def main() -> None:
         log.info("| %s | %.1f | %.1f | %.1e |", k, r["median_ms"], r["p95_ms"], diffs[k])
     payload = {
         "what": "one minute of audio: 12 x 5 s windows at 32 kHz -> (12, 128, 313) normalised log-mel",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared; timings noisy)",
+        "machine": machine(started),
         "target_ms": 20.0,
         "results": results,
     }

@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -39,6 +38,11 @@ import httpx
 import numpy as np
 import psutil
 import soundfile as sf
+
+try:
+    from bench.machine import load_now, machine
+except ModuleNotFoundError:  # run as a script (python bench/load.py): bench/ itself is on sys.path
+    from machine import load_now, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -324,6 +328,8 @@ def _tiny_store(root: Path) -> Path:
 
 
 def write_results(report: LoadReport, out: Path, extra: dict) -> None:
+    if isinstance(extra.get("machine"), list):  # the load average at the start: now the whole record
+        extra = {**extra, "machine": machine(extra["machine"])}
     """``<out>.json`` (everything) and ``<out>.md`` (a table)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {**extra, **asdict(report), "errors": report.errors}
@@ -364,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mix = payload_mix(args.seconds, args.invalid_every)
     extra = {"command": "python bench/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
+             "machine": load_now(),  # replaced by machine(...) when the run ends
              "valid_recording_s": args.seconds, "invalid_every": args.invalid_every}
     if args.url:
         report = run_load(args.url, concurrency=args.concurrency, duration_s=args.duration, pid=args.pid, mix=mix)
