@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from soundscape.audio.transforms import LogMelSpectrogram
 from soundscape.cli import main
 from tests.training.conftest import SPECIES, fast_config
 from training import AugmentConfig, Checkpoint, load_checkpoint, train
 from training.checkpoint import REQUIRED_KEYS
+from training.export import model_from_checkpoint
+from training.metrics import score_blocks
+from training.validation import selection_validation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,8 +57,15 @@ def test_every_validation_set_is_logged_and_pseudo_soundscapes_select(tiny_data,
     # max(1, round(n * 0.34)) whole clips: amered 6 -> 2, bkcchi 4 -> 1, comrav 3 -> 1, + houspa's one clip's end
     assert ckpt.data.val_clips == 5 and ckpt.data.val_soundscapes == 1
     row = result.history[0]
+    # each logged metric is that model's score on that set, recomputed here from the checkpoint alone
+    model, melspec = model_from_checkpoint(ckpt).eval(), LogMelSpectrogram(cfg.frontend)
     for kind in ("pseudo_soundscapes", "clips", "soundscapes"):
-        assert 0.0 < row[f"{kind}_padded_cmap"] <= 1.0 and 0.0 <= row[f"{kind}_macro_roc_auc"] <= 1.0
+        vd = selection_validation(cfg.model_copy(update={"validation": kind}), [lab.code for lab in ckpt.labels])
+        with torch.no_grad():
+            probs = torch.sigmoid(model(melspec(torch.from_numpy(vd.windows)))).numpy()
+        scores = score_blocks(vd.targets, probs, vd.codes, vd.blocks)
+        assert row[f"{kind}_padded_cmap"] == pytest.approx(scores["padded_cmap"], abs=1e-5), kind
+        assert row[f"{kind}_macro_roc_auc"] == pytest.approx(scores["macro_roc_auc"], abs=1e-5), kind
     assert row["padded_cmap"] == row["pseudo_soundscapes_padded_cmap"]  # the selecting set
     assert row["padded_cmap"] != row["clips_padded_cmap"] or row["padded_cmap"] != row["soundscapes_padded_cmap"]
     info = ckpt.validation
