@@ -53,3 +53,25 @@ def test_int8_refused_when_metric_drops(setup, tmp_path):
     assert report.metric_change < -0.01
     assert "refused" in report.message and "keeping fp32" in report.message
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_the_default_int8_recipe_keeps_the_stem_and_the_classifier_fp32(setup, tmp_path):
+    import onnx
+
+    from tests.utils.checkpoints import write_checkpoint
+    from training.checkpoint import load_checkpoint
+    from training.export import export_onnx, model_from_checkpoint
+    from training.quantize import quantize_onnx
+
+    _, val, _, _ = setup
+    images = Frontend(tiny_frontend())(val.windows)[:, None]
+    model = model_from_checkpoint(load_checkpoint(write_checkpoint(tmp_path / "ck.pt")))
+    export_onnx(model, tmp_path / "fp32.onnx", images[:4])
+    quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calibration=images)  # QuantizeConfig() defaults
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    heads = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert convs[0].input[1] not in dequantized  # the stem's weights stay float
+    assert heads[-1].input[1] not in dequantized  # so do the classifier's
+    assert sum(c.input[1] in dequantized for c in convs[1:]) >= len(convs[1:]) // 2  # the body is int8
