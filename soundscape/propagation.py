@@ -35,6 +35,7 @@ __all__ = [
     "distance_for_snr",
     "drr_for_distance",
     "gain_for_snr",
+    "lowpass",
     "lowpass_cutoff_hz",
     "place_at_snr",
     "propagate",
@@ -67,7 +68,8 @@ def drr_for_distance(distance_m: float) -> float:
     return float(12.0 - 13.5 * np.log10(max(distance_m, 1e-3) / 10.0))
 
 
-def _lowpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+def lowpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    """The distance low-pass: a 2nd-order Butterworth at ``cutoff_hz`` (none at or above 0.45 x the rate)."""
     if cutoff_hz >= 0.45 * sample_rate:
         return x
     sos = scipy.signal.butter(2, cutoff_hz, btype="low", fs=sample_rate, output="sos")
@@ -94,7 +96,7 @@ def reverb_ir(sample_rate: int, rt60_s: float, drr_db: float, rng: np.random.Gen
     t = np.arange(1, n + 1) / sample_rate
     tail = rng.standard_normal(n) * 10 ** (-3.0 * t / rt60_s)  # amplitude 10^(-3 t/rt60): -60 dB at rt60
     if cutoff_hz is not None:
-        tail = _lowpass(tail, sample_rate, cutoff_hz)
+        tail = lowpass(tail, sample_rate, cutoff_hz)
     tail *= np.sqrt(10 ** (-drr_db / 10) / (np.sum(tail**2) + 1e-30))
     return np.concatenate([[1.0], tail])
 
@@ -147,7 +149,7 @@ def propagate_with_ir(call: np.ndarray, sample_rate: int, path: Propagation,
     Returns:
         tuple: the propagated call ``(len(call) + len(ir) - 1,)`` and the impulse response ``ir``.
     """
-    dry = _lowpass(np.asarray(call, dtype=np.float64), sample_rate, path.lowpass_hz)
+    dry = lowpass(np.asarray(call, dtype=np.float64), sample_rate, path.lowpass_hz)
     ir = reverb_ir(sample_rate, path.rt60_s, path.drr_db, rng, cutoff_hz=path.lowpass_hz)
     return scipy.signal.fftconvolve(dry, ir), ir
 

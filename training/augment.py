@@ -63,10 +63,10 @@ import torchaudio
 
 from soundscape.propagation import (
     Propagation,
-    _lowpass,  # the distance low-pass of the propagation model (one filter for validation and training)
     active_mask,
     drr_for_distance,
     gain_for_snr,
+    lowpass,  # the distance low-pass of the propagation model (one filter for validation and training)
     lowpass_cutoff_hz,
     propagate,
 )
@@ -352,7 +352,7 @@ class Augmenter:
                        else float(self._uniform(cfg.reverb_drr_db, 1)[0]))
                 x[i] = propagate(x[i], sr, Propagation(d, cutoff, rt60, drr), self.rng)[:n]
             else:
-                x[i] = _lowpass(x[i].astype(np.float64), sr, cutoff)
+                x[i] = lowpass(x[i].astype(np.float64), sr, cutoff)
 
     def _multiclip(self, x: np.ndarray, targets: np.ndarray) -> None:
         """Other species' clips of the batch added in (step 3), in place."""
