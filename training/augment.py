@@ -253,7 +253,8 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
 
     Unreadable files go to ``problems``.
     """
-    from .pseudo_soundscapes import MAX_BED_RECORDINGS, bed_windows, split_unlabelled
+    from .pseudo_soundscapes import MAX_BED_RECORDINGS, split_unlabelled, spread
+    from .validation import quiet_windows
 
     beds: list[np.ndarray] = []
     if cfg.augment.background_p <= 0:
@@ -266,14 +267,9 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
             log.warning("no usable background recording in %s", cfg.backgrounds_dir)
     if cfg.unlabelled_dir is not None and cfg.augment.unlabelled_beds:
         _, files = split_unlabelled(list_audio_files(cfg.unlabelled_dir))
-        if len(files) > MAX_BED_RECORDINGS:
-            files = [files[int(i)] for i in np.linspace(0, len(files) - 1, MAX_BED_RECORDINGS).round()]
-        ok = cache.prepare(files, problems, workers=workers, desc="decoding unlabelled beds")
-        windows = bed_windows([cache.load(f) for f, good in zip(files, ok, strict=True) if good],
-                              cfg.frontend.sample_rate, cfg.frontend.window_samples, cfg.pseudo.bed_quiet_fraction)
-        if len(windows) > MAX_TRAINING_BEDS:
-            windows = windows[np.linspace(0, len(windows) - 1, MAX_TRAINING_BEDS).round().astype(int)]
-        beds += list(windows)
+        windows, _ = quiet_windows(spread(files, MAX_BED_RECORDINGS), cache, problems, cfg.frontend.sample_rate,
+                                   cfg.frontend.window_samples, cfg.pseudo.bed_quiet_fraction, workers=workers)
+        beds += spread(list(windows), MAX_TRAINING_BEDS)
     if not beds:
         log.warning("no bed recording (backgrounds_dir, unlabelled_dir): bed mixing is off")
     return beds

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from soundscape.propagation import Propagation, active_mask, band_power, gain_for_snr, propagate
 
 __all__ = ["MAX_BED_RECORDINGS", "Placement", "PseudoSoundscapeConfig", "PseudoSoundscapes", "bed_windows",
-           "build_pseudo_soundscapes", "generated_beds", "loudest_segment", "split_unlabelled"]
+           "build_pseudo_soundscapes", "generated_beds", "loudest_segment", "split_unlabelled", "spread"]
 
 MAX_BED_RECORDINGS = 64
 VALIDATION_EVERY = 4
@@ -131,9 +131,14 @@ def split_unlabelled(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
         return list(files), list(files)
     val = files[::VALIDATION_EVERY]
     train = [f for i, f in enumerate(files) if i % VALIDATION_EVERY]
-    if len(val) > MAX_BED_RECORDINGS:
-        val = [val[int(i)] for i in np.linspace(0, len(val) - 1, MAX_BED_RECORDINGS).round()]
-    return val, train
+    return spread(val, MAX_BED_RECORDINGS), train
+
+
+def spread(items: Sequence, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced over them (all of them when there are no more than ``n``)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
 
 
 def _window_frames(x: np.ndarray, length: int) -> np.ndarray:

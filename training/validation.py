@@ -21,7 +21,7 @@ from .evaluate import ValidationData
 from .pseudo_soundscapes import bed_windows, build_pseudo_soundscapes, generated_beds, split_unlabelled
 from .soundscapes import load_soundscapes
 
-__all__ = ["clip_validation", "pseudo_validation", "selection_validation",
+__all__ = ["clip_validation", "quiet_windows", "pseudo_validation", "selection_validation",
            "soundscape_validation", "validation_sets"]
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,26 @@ def clip_validation(held_out: Sequence[Clip], codes: Sequence[str], cfg: TrainCo
                           detail=f"first {cfg.frontend.window_s:g} s of {len(held_out)} held-out clips")
 
 
+def quiet_windows(files: Sequence[Path], cache: AudioCache, problems: ProblemReport, sample_rate: int, length: int,
+                  quiet_fraction: float, *, workers: int = 1) -> tuple[np.ndarray, int]:
+    """Decode ``files`` (unreadable ones go to ``problems``) and take their quietest windows (:func:`bed_windows`).
+
+    Returns:
+        tuple: the windows ``(n, length)`` and how many recordings were readable.
+    """
+    ok = cache.prepare(list(files), problems, workers=workers, desc="decoding unlabelled beds")
+    recordings = [np.asarray(cache.load(f)) for f, good in zip(files, ok, strict=True) if good]
+    return bed_windows(recordings, sample_rate, length, quiet_fraction), len(recordings)
+
+
 def _beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport) -> tuple[np.ndarray, str]:
     fe = cfg.frontend
     if cfg.unlabelled_dir is not None:
         files, _ = split_unlabelled(list_audio_files(cfg.unlabelled_dir))
-        ok = cache.prepare(files, problems, desc="decoding unlabelled beds")
-        recordings = [np.asarray(cache.load(f)) for f, good in zip(files, ok, strict=True) if good]
-        beds = bed_windows(recordings, fe.sample_rate, fe.window_samples, cfg.pseudo.bed_quiet_fraction)
+        beds, readable = quiet_windows(files, cache, problems, fe.sample_rate, fe.window_samples,
+                                       cfg.pseudo.bed_quiet_fraction)
         if len(beds):
-            return beds, f"unlabelled ({len(beds)} quietest windows of {len(recordings)} recordings)"
+            return beds, f"unlabelled ({len(beds)} quietest windows of {readable} recordings)"
         log.warning("no unlabelled recording in %s holds a whole window: generated beds instead", cfg.unlabelled_dir)
     rng = np.random.default_rng([cfg.seed, cfg.pseudo.seed, 104729])
     return generated_beds(GENERATED_BEDS, fe.sample_rate, fe.window_samples, rng), "generated noise"
