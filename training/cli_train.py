@@ -33,7 +33,8 @@ _FIELDS = {
     "val_fraction": "val_fraction", "patience": "early_stopping_patience", "num_workers": "num_workers",
     "max_steps_per_epoch": "max_steps_per_epoch", "resume": "resume", "drop_rate": "drop_rate",
     "drop_path_rate": "drop_path_rate", "monitor": "monitor", "unlabelled": "unlabelled_dir",
-    "validation": "validation", "call_crop_p": "call_crop_p",
+    "validation": "validation", "call_crop_p": "call_crop_p", "amp": "amp",
+    "channels_last": "channels_last",
 }
 
 AUG_PREFIX = "aug_"  # flag dest of AugmentConfig field <name>: aug_<name>; the flag: --aug-<name with dashes>
@@ -123,6 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--num-workers", type=int, help="DataLoader worker processes.")
     run_group.add_argument("--max-steps-per-epoch", type=int)
     run_group.add_argument("--resume", action="store_true", default=None, help="Continue from <out>/last.pt.")
+    run_group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                           help="Mixed precision (float16 on CUDA, bfloat16 on CPUs that have it).")
+    run_group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                           help="Channels-last memory format for the model.")
     run_group.add_argument("--call-crop-p", type=float,
                            help="Share of random training crops of long clips cut where the clip calls.")
     run_group.add_argument("--print-config", action="store_true",

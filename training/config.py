@@ -225,7 +225,10 @@ class TrainConfig(BaseModel):
     val_batch_size: int = Field(64, ge=1)
     resume: bool = Field(False, description="Continue from <out_dir>/last.pt.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (tests).")
-    amp: bool = Field(True, description="Mixed precision when CUDA is present.")
+    amp: bool = Field(True, description="Mixed-precision autocast of the training steps, weights kept in float32: "
+                      "float16 on CUDA, bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX); elsewhere off.")
+    channels_last: bool = Field(True, description="Train the model in channels-last memory format (faster "
+                                "convolutions on CPUs and tensor cores).")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

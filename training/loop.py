@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 from .losses import make_loss
 from .metrics import score_blocks
 from .models import create_model
+from .precision import autocast_dtype
 from .result import TrainResult
 from .validation import validation_sets
 
@@ -296,7 +297,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    use_amp: bool
+    amp_dtype: torch.dtype | None  # autocast dtype of the training steps (None: float32)
     augmenter: Augmenter
     loss_fn: nn.Module
 
@@ -406,13 +407,17 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: _Data, run_dir: Path, *, fresh: b
     steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg, steps)
-    use_amp = cfg.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(ctx.device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    log.info("training precision: %s, %s memory format", amp_dtype or torch.float32,
+             "channels-last" if cfg.channels_last else "contiguous")
     augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
                           seed=cfg.seed * 1009 + ctx.rank)
     return _Run(cfg=cfg, ctx=ctx, data=data, run_dir=run_dir, model=model, net=model, model_kwargs=model_kwargs,
                 frontend=frontend, sampler=sampler, loader=loader, steps=steps, optimizer=optimizer,
-                scheduler=scheduler, scaler=scaler, use_amp=use_amp, augmenter=augmenter,
+                scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, augmenter=augmenter,
                 loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
 
 
@@ -468,7 +473,9 @@ def _train_step(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[
         waves, targets = run.augmenter.waveform(waves, targets)
         images = run.frontend(waves)
         images, targets = run.augmenter.spectrogram(images, targets)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
         logits = run.net(images)
     loss = run.loss_fn(logits.float(), targets)
     run.optimizer.zero_grad(set_to_none=True)
