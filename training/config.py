@@ -78,7 +78,9 @@ class AugmentConfig(BaseModel):
     multiclip_db: Range = Field((-6.0, 6.0), description="Level of an added clip relative to the sample, dB "
                                 "(full-band energy).")
     highpass_p: float = Field(0.3, ge=0, le=1, description="Random 2nd-order Butterworth high-pass.")
-    highpass_hz: Range = Field((100.0, 2000.0), description="High-pass cut-off range, Hz (log-uniform).")
+    highpass_hz: Range = Field((50.0, 800.0), description="High-pass cut-off range, Hz (log-uniform): a recorder's "
+                               "wind / low-cut filter, kept below the lowest calls (an owl's at 1.2 kHz): a "
+                               "cut-off above a call erases it and leaves its label.")
     eq_p: float = Field(0.3, ge=0, le=1, description="Random EQ: eq_filters peaking or shelving biquads.")
     eq_filters: int = Field(2, ge=1, description="Filters of one random EQ.")
     eq_gain_db: Range = Field((-6.0, 6.0), description="Gain range of each EQ filter, dB.")
@@ -87,9 +89,11 @@ class AugmentConfig(BaseModel):
     shift_p: float = Field(0.5, ge=0, le=1, description="Circular time shift.")
     shift_max_s: float = Field(2.5, ge=0, description="Largest shift, seconds.")
     speed_p: float = Field(0.2, ge=0, le=1, description="Speed change (tempo and pitch).")
-    speed_range: Range = Field((0.9, 1.1), description="Speed factor range.")
+    speed_range: Range = Field((0.97, 1.03), description="Speed factor range: within the pitch gap of similar "
+                               "species (6-7 %), so a change never turns one into the other.")
     pitch_p: float = Field(0.2, ge=0, le=1, description="Pitch shift (tempo kept).")
-    pitch_semitones: Range = Field((-2.0, 2.0), description="Pitch shift range, semitones.")
+    pitch_semitones: Range = Field((-0.5, 0.5), description="Pitch shift range, semitones (0.5 = 2.9 %, under "
+                                   "the pitch gap of similar species).")
     gain_p: float = Field(0.3, ge=0, le=1, description="Random gain.")
     gain_db: Range = Field((-12.0, 12.0), description="Gain range, dB.")
     freq_mask_p: float = Field(0.5, ge=0, le=1, description="SpecAugment frequency masking.")
@@ -133,6 +137,10 @@ class SelfTrainingConfig(BaseModel):
     power: float = Field(2.0, gt=0, description="Sharpening of soft pseudo-labels: q = p^a / (p^a + (1-p)^a).")
     floor: float = Field(0.1, ge=0, lt=1, description="A window whose top probability is below this is a "
                          "negative (all-zero target) and a mixing bed.")
+    negative_share: float = Field(
+        0.25, ge=0, lt=1, description="Also negatives: this share of the windows with the lowest top probability "
+        "(relative to the teacher's own scores, so a teacher that never scores under the floor still yields "
+        "negatives; field recordings are >= 25 % nocall).")
     min_target: float = Field(0.05, ge=0, lt=1, description="Sharpened targets below this become 0.")
     window_share: float = Field(0.3, ge=0, le=0.9, description="Share of each epoch's samples drawn from the "
                                 "pseudo-labelled windows.")
@@ -145,8 +153,16 @@ class SelfTrainingConfig(BaseModel):
         p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
         q = p**self.power / (p**self.power + (1 - p) ** self.power)
         q[q < self.min_target] = 0.0
-        q[p.max(axis=1) < self.floor] = 0.0
+        q[self.negatives(p)] = 0.0
         return q.astype(np.float32)
+
+    def negatives(self, probs: np.ndarray) -> np.ndarray:
+        """Boolean ``(n,)``: windows that train as negatives (top probability under ``floor``, or among the
+        ``negative_share`` lowest top probabilities; ties broken by window order)."""
+        top = np.asarray(probs).max(axis=1)
+        negative = top < self.floor
+        negative[np.argsort(top, kind="stable")[: round(self.negative_share * len(top))]] = True
+        return negative
 
 
 class TrainConfig(BaseModel):

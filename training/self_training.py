@@ -6,7 +6,10 @@ Round 0 trains a model on the labelled clips (the teacher). Each further round:
    unlabelled recordings (less the quarter that gives validation beds); the probabilities are cached in
    ``round<r>/pseudo_labels.npz``, so a resumed run never scores twice;
 2. **confidence policy** (:meth:`SelfTrainingConfig.targets`): a window whose highest probability is below
-   ``floor`` is a *negative*: it trains with an all-zero target (``nocall``) and serves as a mixing bed;
+   ``floor``, or among the ``negative_share`` of windows with the lowest highest probability (a rule
+   relative to the teacher: on the field profile the first teacher scored >= 0.1 somewhere in every window,
+   so an absolute floor alone left no negative), is a *negative*: it trains with an all-zero target
+   (``nocall``) and serves as a mixing bed;
    the others train with soft targets, each probability power-sharpened,
    ``q = p**a / (p**a + (1 - p)**a)`` with ``a = power``, and values below ``min_target`` set to 0;
 3. **student**: trained on the clips plus those windows (``window_share`` of each epoch's samples drawn

@@ -28,6 +28,18 @@ def test_confidence_policy_sharpens_and_turns_quiet_windows_into_negatives():
     assert not q[1].any()  # top probability under the floor: a negative window
 
 
+def test_negative_share_makes_negatives_of_the_least_confident_windows_even_above_the_floor():
+    policy = SelfTrainingConfig(power=1.0, floor=0.1, min_target=0.0, negative_share=0.25)
+    top = np.array([0.6, 0.15, 0.9, 0.3, 0.12, 0.8, 0.5, 0.7])  # every window over the floor
+    probs = np.stack([top, top / 2], axis=1)
+    q = policy.targets(probs)
+    assert policy.negatives(probs).tolist() == [False, True, False, False, True, False, False, False]
+    assert not q[[1, 4]].any() and q[[0, 2, 3, 5, 6, 7]].all()
+    assert SelfTrainingConfig(negative_share=0.0, floor=0.1).negatives(probs).sum() == 0
+    assert SelfTrainingConfig(negative_share=0.0, floor=0.2).negatives(probs).tolist() == [
+        False, True, False, False, True, False, False, False]
+
+
 def _fake_round(metrics: dict[int, float], calls: list, fail_round: int | None = None):
     """A stand-in for one training run: writes best.pt/last.pt and reports the given metric per round."""
 
