@@ -43,6 +43,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,8 @@ RESULTS = ROOT / "bench" / "results"
 METRICS = ("padded_cmap", "macro_roc_auc", "rare_species_ap", "micro_f1_at_0_5")
 RECIPES = ("plain", "today", "field")
 # The field recipe with one part removed at a time (the ablation; "smoothing" needs no retraining: every
-# run with a smoothing card is also served without it).
+# run with a smoothing card is also served without it; "selftraining" is, unless run on its own, the same
+# run's round 0: the teacher, trained exactly as a run with self_training.rounds=0).
 ABLATIONS = {
     "field-no_selftraining": {"self_training": {"rounds": 0}},
     "field-no_farfield": {"augment": {"reverb_p": 0.0, "lowpass_p": 0.0, "multiclip_p": 0.0, "highpass_p": 0.0,
@@ -194,27 +196,60 @@ def random_row(windows: dict[str, set[str]], codes: list[str], rare: list[str], 
 
 def one_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Namespace,
             windows: dict[str, set[str]], rare: list[str]) -> dict:
-    from model_store import ModelStore
-    from training.register import PublishConfig, publish
-
     best, info = train_run(recipe, seed, data, work, args)
-    store = ModelStore(work / f"store-{recipe}-seed{seed}")
-    shutil.rmtree(store.root, ignore_errors=True)
-    card = publish(best, store, PublishConfig(promote=True, notes=f"bench/quality.py {recipe} seed {seed}")).card
-    probs = serve_and_predict(store.root, data, work)
-    row = score(windows, probs, card.codes, rare)
-    if card.postprocess.smoothing != "none":  # the same ONNX file served without the card's smoothing
-        from model_store.card import Postprocess
-
-        raw = store.register(card.model_copy(update={"postprocess": Postprocess(), "version": 0, "sha256": ""}),
-                             store.version_dir(card.name, card.version) / "model.onnx", promote=True)
-        row["unsmoothed"] = {k: v for k, v in score(windows, serve_and_predict(store.root, data, work), raw.codes,
-                                                    rare).items() if k in METRICS}
+    row, card = publish_and_score(best, work / f"store-{recipe}-seed{seed}", f"{recipe} seed {seed}", data, work,
+                                  windows, rare)
+    teacher = best.parent / "round0" / "best.pt"  # self-training's round 0: the recipe without self-training
+    if teacher.is_file():
+        row["teacher"] = {k: v for k, v in publish_and_score(
+            teacher, work / f"store-{recipe}-seed{seed}-round0", f"{recipe} seed {seed} round 0", data, work,
+            windows, rare, unsmoothed=False)[0].items() if k in METRICS}
     row.update(recipe=recipe, seed=seed, selected_epoch=card.training.get("epoch"),
                selected_by=card.validation.selected_by, tracking=tracking(info["history"]),
                **{k: v for k, v in info.items() if k != "history"}, history=info["history"])
     log.info("%s seed %d: %s", recipe, seed, {m: round(row[m], 4) for m in METRICS})
     return row
+
+
+def cached_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Namespace,
+               windows: dict[str, set[str]], rare: list[str]) -> dict:
+    """:func:`one_run`, its row saved in ``<work>/rows/`` as soon as it is done; with ``--reuse`` a saved row
+    (of the same data) is read instead of training again, so an interrupted bench continues where it stopped."""
+    path = work / "rows" / f"{recipe}-seed{seed}.json"
+    if args.reuse and path.is_file():
+        row = json.loads(path.read_text())
+        if row.get("data") == str(data):
+            log.info("%s seed %d: reusing %s (commit %s)", recipe, seed, path, row.get("commit"))
+            return row
+    row = one_run(recipe, seed, data, work, args, windows, rare) | {"data": str(data), "commit": _commit()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, default=float) + "\n")
+    return row
+
+
+def _commit() -> str | None:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def publish_and_score(checkpoint: Path, store_root: Path, notes: str, data: Path, work: Path,
+                      windows: dict[str, set[str]], rare: list[str], *, unsmoothed: bool = True) -> tuple[dict, Any]:
+    """Export ``checkpoint`` into a fresh store, serve it, score the field windows (and, with a smoothing
+    card and ``unsmoothed``, the same ONNX file served without smoothing); the metrics and the card."""
+    from model_store import ModelStore
+    from model_store.card import Postprocess
+    from training.register import PublishConfig, publish
+
+    store = ModelStore(store_root)
+    shutil.rmtree(store.root, ignore_errors=True)
+    card = publish(checkpoint, store, PublishConfig(promote=True, notes=f"bench/quality.py {notes}")).card
+    row = score(windows, serve_and_predict(store.root, data, work), card.codes, rare)
+    if unsmoothed and card.postprocess.smoothing != "none":
+        raw = store.register(card.model_copy(update={"postprocess": Postprocess(), "version": 0, "sha256": ""}),
+                             store.version_dir(card.name, card.version) / "model.onnx", promote=True)
+        row["unsmoothed"] = {k: v for k, v in score(windows, serve_and_predict(store.root, data, work), raw.codes,
+                                                    rare).items() if k in METRICS}
+    return row, card
 
 
 def bundled_row(data: Path, work: Path, windows: dict[str, set[str]], rare: list[str]) -> dict:
@@ -255,6 +290,8 @@ def ablation(runs: list[dict]) -> list[dict]:
     for name in [*ABLATIONS, "field-no_smoothing"]:
         if name == "field-no_smoothing":
             pairs = [(r["unsmoothed"], r) for r in full.values() if "unsmoothed" in r]
+        elif name == "field-no_selftraining" and not any(r["recipe"] == name for r in runs):
+            pairs = [(r["teacher"], r) for r in full.values() if "teacher" in r]  # round 0 of the same run
         else:
             pairs = [(r, full[r["seed"]]) for r in runs if r["recipe"] == name and r["seed"] in full]
         if pairs:
@@ -292,6 +329,9 @@ def markdown(results: dict) -> str:
                   "| --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {a['removed']} | {a['seeds']} | " + " | ".join(str(a[m]) for m in METRICS) + " |"
                   for a in results["ablation"]]
+        lines += ["", "`smoothing`: the same ONNX file served without the card's smoothing; `selftraining` (unless "
+                  "run as its own recipe): round 0 of the same run, the teacher, trained exactly as with "
+                  "`self_training.rounds=0`."]
     lines += ["", "## Does the validation track the field? (padded cmAP per epoch vs the labelled soundscapes)", "",
               "| run | set | max abs diff | mean abs diff | Spearman over epochs | values per epoch |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -326,6 +366,8 @@ def main() -> int:
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers.")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / ".work" / "quality",
                         help="Runs, stores and the generated data (kept for inspection).")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Reuse the runs already saved in <work-dir>/rows/ (same data) instead of retraining.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where quality.json and quality.md go.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -344,7 +386,8 @@ def main() -> int:
             generate_dataset(data, seed=args.data_seed, size=args.size, profile="field")
     windows, counts = read_labels(data)
     rare = sorted(c for c, n in counts.items() if n == 1)
-    runs = [one_run(recipe, seed, data, work, args, windows, rare) for recipe in args.recipes for seed in args.seeds]
+    runs = [cached_run(recipe, seed, data, work, args, windows, rare) for recipe in args.recipes
+            for seed in args.seeds]
     codes = sorted(counts)
     load1 = os.getloadavg()
     results = {
