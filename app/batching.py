@@ -42,7 +42,7 @@ class BatcherClosedError(RuntimeError):
 
 @dataclass
 class _Item:
-    images: np.ndarray  # (n, ...) one request's chunk
+    images: np.ndarray  # (n, ...) one request's chunk: n windows, any trailing shape (image, model windows)
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 

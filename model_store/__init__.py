@@ -6,17 +6,30 @@ The repository ships a default store (``model_store/default``) holding the bundl
 
 from pathlib import Path
 
-from .card import CARD_FILE, MODEL_FILE, DataSummary, Label, ModelCard, TensorSpec, ValidationInfo, sha256_file
+from .card import (
+    CARD_FILE,
+    MODEL_FILE,
+    MODEL_FILES,
+    DataSummary,
+    Label,
+    ModelCard,
+    ModelSource,
+    TensorSpec,
+    ValidationInfo,
+    sha256_file,
+)
 from .store import POINTER_FILE, ModelStore, StoreError, StoreErrorCode, VerifiedModel
 
 __all__ = [
     "CARD_FILE",
     "DEFAULT_MODEL_NAME",
     "MODEL_FILE",
+    "MODEL_FILES",
     "POINTER_FILE",
     "DataSummary",
     "Label",
     "ModelCard",
+    "ModelSource",
     "ModelStore",
     "StoreError",
     "StoreErrorCode",

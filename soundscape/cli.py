@@ -23,7 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("training.cli_export", "Export a training checkpoint to ONNX and register it in the store."),
     "retrain": ("training.cli_retrain", "Train a challenger, compare with production, promote if better."),
     "build-default-model": ("training.cli_default", "Rebuild the bundled default model from demo data."),
-    "models": ("model_store.cli", "List, inspect, verify, promote and roll back models in the store."),
+    "models": ("model_store.cli", "List, inspect, verify, promote, roll back and import models in the store."),
     "demo-data": ("soundscape.demo.cli", "Generate the synthetic demo bird-sound dataset."),
 }
 

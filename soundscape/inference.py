@@ -1,9 +1,11 @@
-"""The inference engine: a verified ONNX model plus the front end its card describes.
+"""The inference engine: a verified model plus the front end its card describes.
 
-Used by the HTTP service and by batch analysis; no torch. One :class:`Engine` holds one ONNX Runtime
-session; ``run`` is thread-safe (ONNX Runtime allows concurrent ``run`` calls on one session). Recordings go
-through the one window pipeline (:mod:`soundscape.pipeline`): :meth:`Engine.pipeline` builds it for this
-model, :meth:`Engine.predict` runs it on decoded audio.
+Used by the HTTP service and by batch analysis; no torch. One :class:`Engine` holds one runtime (the card's:
+ONNX Runtime, or LiteRT for TFLite models; :mod:`soundscape.runtimes`); ``run`` is thread-safe. Mel models
+take one image per window; waveform models take each window's model windows, all in one batch, and report
+the max of their probabilities (embeddings: the mean). Recordings go through the one window pipeline
+(:mod:`soundscape.pipeline`): :meth:`Engine.pipeline` builds it for this model, :meth:`Engine.predict` runs
+it on decoded audio.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import logging
 import time
 
 import numpy as np
-import onnxruntime as ort
 
 from model_store import ModelCard, VerifiedModel
 from soundscape.audio import Audio, AudioStream, Frontend, Windows
 from soundscape.pipeline import Prediction, WindowPipeline
 from soundscape.render import row_id
+from soundscape.runtimes import RuntimeUnavailableError, SignatureError, check_signature, open_runtime
 
 __all__ = ["Engine", "EngineError", "Prediction", "row_id", "sigmoid"]
 
@@ -40,33 +42,33 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class Engine:
-    """ONNX Runtime session + front end, built from a verified model.
+    """Model runtime + front end, built from a verified model.
 
     Args:
-        model (VerifiedModel): card and checksum-verified ONNX bytes from the store.
-        intra_op_threads (int): threads inside one ``run``. (Default: ``1``)
-        inter_op_threads (int): threads across graph nodes. (Default: ``1``)
+        model (VerifiedModel): card and checksum-verified model bytes from the store.
+        intra_op_threads (int): threads inside one ``run`` (LiteRT: threads per interpreter). (Default: ``1``)
+        inter_op_threads (int): threads across graph nodes (ONNX Runtime). (Default: ``1``)
         fft_workers (int): FFT threads of the front end. (Default: ``1``)
 
     Raises:
-        EngineError: ONNX Runtime cannot load the bytes, or the graph's inputs and outputs do not match
-            the card.
+        EngineError: the card's runtime is not installed (the message names the extra), cannot load the
+            bytes, or the model's inputs and outputs do not match the card.
     """
 
     def __init__(self, model: VerifiedModel, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
                  fft_workers: int = 1) -> None:
         self.card: ModelCard = model.card
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = inter_op_threads
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(model.onnx_bytes, sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            raise EngineError(f"{model.path}: ONNX Runtime cannot load the model ({exc})") from None
-        self._check_signature(model)
+            self.runtime = open_runtime(self.card.runtime, model.onnx_bytes, threads=intra_op_threads,
+                                        inter_op_threads=inter_op_threads)
+        except RuntimeUnavailableError as exc:
+            raise EngineError(f"{model.path}: {exc}") from None
+        except Exception as exc:  # runtimes raise several unrelated types for bad files
+            raise EngineError(f"{model.path}: {self.card.runtime} cannot load the model ({exc})") from None
+        try:
+            check_signature(self.card, self.runtime)
+        except SignatureError as exc:
+            raise EngineError(f"{model.path}: {exc}") from None
         self.frontend = Frontend(self.card.frontend, workers=fft_workers)
         self.input_name = self.card.inputs[0].name
         self.logits_name = self.card.outputs[0].name
@@ -81,36 +83,21 @@ class Engine:
     def version(self) -> int:
         return self.card.version
 
-    def _check_signature(self, model: VerifiedModel) -> None:
-        card = self.card
-        graph_inputs = {i.name: i.shape for i in self.session.get_inputs()}
-        graph_outputs = {o.name: o.shape for o in self.session.get_outputs()}
-        spec = card.inputs[0]
-        if spec.name not in graph_inputs:
-            raise EngineError(f"{model.path}: the graph has no input {spec.name!r} (has {list(graph_inputs)})")
-        shape = graph_inputs[spec.name]
-        if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != spec.shape[1:]:
-            raise EngineError(f"{model.path}: graph input shape {shape} does not match the card's {spec.shape}")
-        for out in card.outputs:
-            if out.name not in graph_outputs:
-                raise EngineError(f"{model.path}: the graph has no output {out.name!r}")
-        logits_shape = graph_outputs[card.outputs[0].name]
-        if len(logits_shape) != 2 or (isinstance(logits_shape[1], int) and logits_shape[1] != len(card.labels)):
-            raise EngineError(
-                f"{model.path}: graph output shape {logits_shape} does not match {len(card.labels)} labels"
-            )
-
     def run(self, images: np.ndarray, *, embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the model on a batch of images.
+        """Run the model on a batch of the front end's outputs, one row per report window.
 
         Args:
-            images (np.ndarray): ``(batch, n_mels, n_frames)`` or ``(batch, 1, n_mels, n_frames)`` float32.
+            images (np.ndarray): mel: ``(batch, n_mels, n_frames)`` or ``(batch, 1, n_mels, n_frames)``;
+                waveform: ``(batch, k, model_window_samples)`` (each window's ``k`` model windows, all run in
+                one batch) or ``(batch, model_window_samples)``; float32.
             embeddings (bool): also return the embeddings output. (Default: ``False``)
 
         Returns:
-            tuple: probabilities ``(batch, n_labels)`` and embeddings ``(batch, dim)`` or None.
+            tuple: probabilities ``(batch, n_labels)`` and embeddings ``(batch, dim)`` or None; a waveform
+            window's are the max (embeddings: mean) over its model windows.
         """
-        if images.ndim == 3:
+        waveform = self.card.frontend.input == "waveform"
+        if images.ndim == (2 if waveform else 3):  # one model window per report window / no channel axis
             images = images[:, None]
         if len(images) == 0:
             dim = self.card.embedding_output.shape[-1] if embeddings and self.card.embedding_output else 0
@@ -121,10 +108,17 @@ class Engine:
             if self.embedding_name is None:
                 raise EngineError(f"{self.card.name} v{self.card.version} has no embeddings output")
             names.append(self.embedding_name)
-        outs = self.session.run(names, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        batch, per_window = images.shape[:2]
+        if waveform:  # every model window of the batch in one run
+            images = images.reshape(batch * per_window, images.shape[-1])
+        outs = self.runtime.run(names, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
         logits = outs[0]
         probs = sigmoid(logits) if self.card.output_activation == "sigmoid" else logits.astype(np.float32)
-        return probs, (outs[1].astype(np.float32) if embeddings else None)
+        emb = outs[1].astype(np.float32) if embeddings else None
+        if waveform:  # the card's pool (max) over each report window's model windows; embeddings: mean
+            probs = probs.reshape(batch, per_window, -1).max(axis=1)
+            emb = emb.reshape(batch, per_window, -1).mean(axis=1) if emb is not None else None
+        return probs, emb
 
     def windows(self, audio: Audio, hop_s: float | None = None) -> Windows:
         """Windows of decoded audio by the card's policy."""

@@ -1,5 +1,9 @@
 """The one window pipeline: audio -> windows -> images -> batched model -> probabilities -> card postprocess.
 
+"Images" are whatever the card's front end gives the model per window: a log-mel image, or for a waveform
+model the window's model windows (:class:`~soundscape.audio.Frontend`); the windows, batching and results
+are the same for both.
+
 Every entry point runs a recording through :class:`WindowPipeline`: :meth:`Engine.predict
 <soundscape.inference.Engine.predict>` (decoded audio), ``soundscape analyze`` (a streamed file) and the
 HTTP service. The stages are split where the service needs them split: :meth:`WindowPipeline.chunks` turns
@@ -100,7 +104,7 @@ class Chunk:
     """Consecutive windows of one recording, ready for the model."""
 
     starts_s: np.ndarray  # (n,) float64
-    images: np.ndarray  # (n, n_mels, n_frames) float32
+    images: np.ndarray  # the front end's model inputs: (n, n_mels, n_frames) or waveform (n, k, samples) float32
 
 
 class WindowPipeline:

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     # Tuned in bench/bench_service.py on 2 cores: one thread per run and one run per core beats
     # multi-threaded runs (no spinning ORT pool stealing the decode threads' CPU); 12 windows (one
     # minute) per run keeps fp32 activations, hence RSS, near 500 MB.
-    intra_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads inside one model run.")
+    intra_op_threads: int = Field(1, ge=1, le=256, description="Threads inside one model run (ONNX Runtime intra-op; "
+                                  "LiteRT: per interpreter).")
     inter_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads across graph nodes.")
     fft_workers: int = Field(1, ge=1, le=256, description="FFT threads of the front end per call.")
     cpu_workers: int = Field(default_factory=available_cpus, ge=1, le=256,

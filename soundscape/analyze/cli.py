@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
     model.add_argument("--version", type=int, default=None, help="Model version (default: production).")
     model.add_argument("--model", dest="model_dir", default=None, metavar="VERSION_DIR",
-                       help="A model folder (card.json + model.onnx, sha256-checked) instead of the store.")
+                       help="A model folder (card.json + model.onnx or model.tflite, sha256-checked) instead of "
+                            "the store.")
     res = parser.add_argument_group("results")
     res.add_argument("--hop-s", type=float, default=None,
                      help=f"Step between windows, >= {MIN_HOP_S:g} s (default: the card's; the service's hop_s).")

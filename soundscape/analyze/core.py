@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from model_store import CARD_FILE, MODEL_FILE, ModelCard, ModelStore, StoreError, StoreErrorCode, VerifiedModel
+from model_store import CARD_FILE, ModelCard, ModelStore, StoreError, StoreErrorCode, VerifiedModel
 from soundscape.audio import stream
 from soundscape.inference import Engine
 from soundscape.pipeline import Prediction
@@ -36,7 +36,7 @@ def load_model(settings: AnalyzeSettings) -> VerifiedModel:
     folder = Path(settings.model_dir)
     try:
         card = ModelCard.load(folder / CARD_FILE)
-        data = (folder / MODEL_FILE).read_bytes()
+        data = (folder / card.model_file).read_bytes()
     except FileNotFoundError as exc:
         raise StoreError(StoreErrorCode.NOT_FOUND, f"{folder}: not a model folder ({exc})") from None
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -44,9 +44,9 @@ def load_model(settings: AnalyzeSettings) -> VerifiedModel:
     digest = hashlib.sha256(data).hexdigest()
     if digest != card.sha256:
         raise StoreError(StoreErrorCode.CHECKSUM,
-                         f"{folder / MODEL_FILE}: sha256 {digest[:12]}... does not match the card's "
+                         f"{folder / card.model_file}: sha256 {digest[:12]}... does not match the card's "
                          f"{card.sha256[:12] or '(none)'}...")
-    return VerifiedModel(card=card, onnx_bytes=data, path=folder / MODEL_FILE)
+    return VerifiedModel(card=card, onnx_bytes=data, path=folder / card.model_file)
 
 
 def analyze_file(engine: Engine, path: str | Path, settings: AnalyzeSettings) -> Prediction:

@@ -24,6 +24,7 @@ from model_store import VerifiedModel
 from soundscape import render
 from soundscape.options import UnknownSpeciesError
 from soundscape.postprocess import postprocess_report
+from soundscape.runtimes import RuntimeUnavailableError, require
 
 from .core import load_model
 from .formats import SUFFIXES, TMP_MARK, write_atomic
@@ -110,6 +111,10 @@ def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
         raise ValueError("--format parquet and --embeddings need pyarrow: pip install 'soundscape[batch]'")
     if settings.embeddings and model.card.embedding_output is None:
         raise ValueError(f"embeddings=True but {model.card.name} v{model.card.version} has no embedding output")
+    try:
+        require(model.card.runtime)
+    except RuntimeUnavailableError as exc:
+        raise ValueError(f"{model.card.name} v{model.card.version}: {exc}") from None
 
 
 def _remove_stale_temps(out: Path) -> None:

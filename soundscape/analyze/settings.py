@@ -33,7 +33,7 @@ class AnalyzeSettings(BaseModel):
     store: Path = Field(default_factory=default_store_path, description="Model store root.")
     name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the store.")
     version: int | None = Field(None, ge=1, description="Model version (default: production).")
-    model_dir: Path | None = Field(None, description="A version folder (card.json + model.onnx) instead "
+    model_dir: Path | None = Field(None, description="A version folder (card.json + its model file) instead "
                                                      "of the store.")
     hop_s: HopS = None
     threshold: Threshold = Field(0.1, description="Report probabilities >= this: detections and JSON (the "

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class FileProcessor:
-    """One ONNX session (1 intra-op thread) that turns tasks into journal records.
+    """One engine (1 runtime thread) that turns tasks into journal records.
 
     Used once per local worker process and once per Ray actor.
 

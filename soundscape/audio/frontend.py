@@ -1,4 +1,5 @@
-"""The serving front end: audio in, model input images out, without torch."""
+"""The serving front end: audio in, model inputs out (log-mel images, or a waveform model's windows), without
+torch."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ class Windows:
 
 
 class Frontend:
-    """Log-mel front end in numpy, with the Hann window and mel filter bank precomputed.
+    """The front end a card describes: report windows in, model inputs out.
+
+    Mel input (the default): log-mel images in numpy, with the Hann window and mel filter bank precomputed.
+    Waveform input: each report window's model windows (``cfg.model_offsets``), ``(batch, k, samples)``.
 
     Computes the same images as :class:`soundscape.audio.transforms.LogMelSpectrogram` (torchaudio) to
     within 1e-3 after normalisation.
@@ -70,6 +74,9 @@ class Frontend:
         self.workers = workers
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="frontend") if workers > 1 else None
+        if cfg.input == "waveform":  # sample indices of each report window's model windows: (k, samples)
+            self._model_windows = np.asarray(cfg.model_offsets)[:, None] + np.arange(cfg.model_window_samples)
+            return
         self.window = F.hann_window(cfg.win_length or cfg.n_fft, cfg.n_fft)
         fb = F.mel_filterbank(cfg.n_freqs, cfg.fmin, cfg.fmax, cfg.n_mels, cfg.sample_rate,
                               cfg.mel_norm, cfg.mel_scale)
@@ -100,13 +107,14 @@ class Frontend:
         return Windows(samples=data, starts_s=starts, window_s=self.cfg.window_s)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """Images of a batch of windows.
+        """Model inputs of a batch of report windows.
 
         Args:
             windows (np.ndarray): ``(batch, window_samples)`` float32.
 
         Returns:
-            np.ndarray: ``(batch, n_mels, n_frames)`` float32.
+            np.ndarray: mel: images ``(batch, n_mels, n_frames)``; waveform: each window's model windows
+            ``(batch, len(cfg.model_offsets), model_window_samples)``; float32.
         """
         cfg = self.cfg
         windows = np.asarray(windows, dtype=np.float32)
@@ -114,6 +122,8 @@ class Frontend:
             raise ValueError(
                 f"expected windows of shape (batch, {cfg.window_samples}), got {windows.shape}"
             )
+        if cfg.input == "waveform":
+            return windows[:, self._model_windows]
         batch = len(windows)
         mel = np.empty((batch, cfg.n_mels, cfg.n_frames), dtype=np.float32)
         if self._pool is None or batch < 2:

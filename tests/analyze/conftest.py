@@ -32,6 +32,14 @@ def store_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def waveform_store_root(tmp_path_factory) -> Path:
+    """A store serving the tiny waveform model (2-s model windows at 16 kHz in 5-s windows)."""
+    root = tmp_path_factory.mktemp("analyze-waveform-store") / "store"
+    make_store(root, kind="waveform")
+    return root
+
+
+@pytest.fixture(scope="session")
 def recordings(tmp_path_factory) -> Path:
     """``in/`` with WAV (44.1 kHz stereo, partial last window), FLAC (16 kHz), OGG (in a subfolder) and
     ``broken.wav`` (not audio)."""

@@ -36,7 +36,9 @@ def test_stream_windows_equal_frame_windows(n, block, hop, min_partial):
     np.testing.assert_array_equal(np.stack([w for _, w in got]), want)
 
 
-def test_small_blocks_and_overlap_match_the_whole_file(store_root, tmp_path):
+@pytest.mark.parametrize("kind", ["mel", "waveform"])
+def test_small_blocks_and_overlap_match_the_whole_file(store_root, waveform_store_root, tmp_path, kind):
+    store_root = waveform_store_root if kind == "waveform" else store_root
     path = tmp_path / "rec.wav"
     sf.write(path, tone_noise(41.3, 48000, 3), 48000)
     settings = AnalyzeSettings(inputs=[str(path)], out=tmp_path / "out", store=store_root, workers=1,

