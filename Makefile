@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
 
-.PHONY: install serve test lint audit security reliability load
+.PHONY: install serve test lint audit security reliability load ui
 install: $(STAMP)
 
 serve: $(STAMP)
@@ -24,6 +24,9 @@ test: $(STAMP)
 	@# dependency audit (~1 s): known vulnerabilities or yanked pins fail (exit 1); an unreachable index
 	@# (exit 2) only warns, so network trouble cannot fail CI for reasons unrelated to the change.
 	$(VENV)/bin/python scripts/audit_deps.py --extras dev,train,batch,ray || [ $$? -eq 2 ]
+	@# the browser tests (tests/ui) drive Debian's chromium: installed here when missing (apt-get, as root);
+	@# when it cannot be, they skip and say why
+	-bash scripts/ensure_chromium.sh >/dev/null
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
@@ -47,3 +50,8 @@ reliability: $(STAMP)
 # The full load run: writes bench/results/load.json and load.md.
 load: $(STAMP)
 	$(VENV)/bin/python bench/load.py --store model_store/default --concurrency 8 --duration 60 --seconds 60
+
+# The web page in headless Chromium (tests/ui): screenshots and the draw time go to bench/results/ui/.
+ui: $(STAMP)
+	bash scripts/ensure_chromium.sh
+	$(VENV)/bin/python -m pytest -q tests/ui

@@ -19,7 +19,9 @@ from .core.config import Settings, get_settings
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .model_manager import ModelLoadError, ModelManager
+from .review import Reviewer
 from .service import Predictor
+from .ui import install_ui
 
 __all__ = ["create_app"]
 
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Per-species presence probabilities for every 5-second window of a field recording.
 
 Upload a recording to `POST /v1/predict` (multipart field `file`, or the raw file with an audio content
-type). Every error is JSON `{"error": code, "detail": message}`.
+type). Every error is JSON `{"error": code, "detail": message}`. People can open the web page at `/`
+(it uses the `review` endpoints); these docs also work offline (`/docs`, `/redoc`).
 """
 
 
@@ -64,7 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or get_settings()
     app = FastAPI(title="soundscape", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # served offline by app.ui
                   openapi_tags=[{"name": "predict", "description": "Species probabilities for recordings."},
+                                {"name": "review", "description": "The web page's calls: a result with its "
+                                 "spectrogram, its progress and its downloads."},
                                 {"name": "models", "description": "The served model and the store."},
                                 {"name": "admin", "description": "Hot reload and promotion (bearer token)."},
                                 {"name": "health", "description": "Liveness, readiness and metrics."}])
@@ -73,9 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.models = ModelManager(settings, metrics)
     app.state.predictor = Predictor(settings, metrics)
+    app.state.reviewer = Reviewer(settings, app.state.predictor)
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     app.include_router(api_router)
+    install_ui(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -18,10 +18,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from fastapi import Request
@@ -41,11 +41,32 @@ from .model_manager import ServedModel
 from .schemas import BatchItem, BatchResponse, ErrorResponse, ModelRef, PredictResponse
 from .uploads import Upload, is_audio_type, receive_uploads
 
-__all__ = ["Answer", "Predictor"]
+__all__ = ["Answer", "ChunkTap", "Predictor"]
 
 log = logging.getLogger(__name__)
 
 Format = Literal["json", "csv"]
+
+
+class ChunkTap(Protocol):
+    """What else sees one file's pipeline as it runs (the web page's spectrogram and progress).
+
+    ``opened`` and ``chunk`` run in a CPU thread, one call at a time; ``scored`` on the event loop.
+    """
+
+    def opened(self, reader: AudioStream) -> None: ...
+
+    def chunk(self, chunk: Chunk) -> None: ...
+
+    def scored(self, windows: int) -> None: ...
+
+
+def _on_scored(tap: ChunkTap, windows: int) -> Callable[[asyncio.Future], None]:
+    def done(fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            tap.scored(windows)
+
+    return done
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,10 @@ class Predictor:
     async def _cpu_call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._cpu, lambda: fn(*args, **kwargs))
 
+    async def cpu(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in the service's CPU thread pool."""
+        return await self._cpu_call(fn, *args, **kwargs)
+
     def check(self, model: ServedModel, opts: ResultOptions) -> None:
         """Checks that need the model or settings; raises 422."""
         if opts.hop_s is not None and opts.hop_s < self.settings.min_hop_s:
@@ -109,8 +134,10 @@ class Predictor:
             raise ApiError(422, "unknown_species", str(exc)) from None
 
     # -- one file --------------------------------------------------------------------------------
-    async def predict_file(self, model: ServedModel, upload: Upload, opts: ResultOptions) -> Prediction:
-        """Read, window and score one file through the pipeline, the model behind the batcher.
+    async def predict_file(self, model: ServedModel, upload: Upload, opts: ResultOptions,
+                           tap: ChunkTap | None = None) -> Prediction:
+        """Read, window and score one file through the pipeline, the model behind the batcher; ``tap`` sees
+        the reader and every chunk of images on the way.
 
         Raises:
             ApiError: 400/413 bad audio, 415 not audio, 503 queue full or model closing.
@@ -128,10 +155,15 @@ class Predictor:
                 state["reader"] = AudioStream(upload.file, sample_rate=model.card.frontend.sample_rate,
                                               max_duration_s=self.settings.max_duration_s, name=upload.stem)
                 state["chunks"] = pipe.chunks(state["reader"])
+                if tap is not None:
+                    tap.opened(state["reader"])
 
         def step() -> Chunk | None:
             with lock:
-                return next(state["chunks"], None)
+                chunk = next(state["chunks"], None)
+                if tap is not None and chunk is not None:
+                    tap.chunk(chunk)
+                return chunk
 
         def cleanup() -> None:
             with lock:
@@ -150,6 +182,8 @@ class Predictor:
                 first_submit = first_submit or time.perf_counter()
                 starts.append(chunk.starts_s)
                 pending.append(asyncio.ensure_future(model.batcher.submit(chunk.images)))
+                if tap is not None:
+                    pending[-1].add_done_callback(_on_scored(tap, len(chunk.starts_s)))
             # Only the images are held from here on (no samples), ~2 MB per minute of audio.
             outs = await asyncio.gather(*pending)
         except AudioError as exc:
@@ -180,17 +214,27 @@ class Predictor:
         return pred
 
     # -- requests --------------------------------------------------------------------------------
-    async def predict(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
-        """``POST /v1/predict``: one file, rendered as JSON or BirdCLEF CSV."""
+    async def predict_one(self, request: Request, model: ServedModel, opts: ResultOptions,
+                          tap: ChunkTap | None = None) -> tuple[Prediction, Upload]:
+        """One uploaded file through the pipeline, with every check and limit of ``/v1/predict``.
+
+        Returns:
+            tuple: the prediction and the (closed) upload, for its name.
+        """
         self.check(model, opts)
         with self.admit():
             uploads = await receive_uploads(request, self.settings, max_files=1)
             try:
-                pred = await self.predict_file(model, uploads[0], opts)
+                pred = await self.predict_file(model, uploads[0], opts, tap)
             finally:
                 for u in uploads:
                     u.close()
-        stem = uploads[0].stem
+        return pred, uploads[0]
+
+    async def predict(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
+        """``POST /v1/predict``: one file, rendered as JSON or BirdCLEF CSV."""
+        pred, upload = await self.predict_one(request, model, opts)
+        stem = upload.stem
         if fmt == "csv":
             return Answer(render.birdclef_csv(pred, model.card, stem, opts.species),
                           self._csv_headers(model, render.postprocess_header(pred.postprocess)))

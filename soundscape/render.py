@@ -24,6 +24,7 @@ column order).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DETECTION_COLUMNS",
     "RAVEN_COLUMNS",
+    "TEXT_FORMATS",
     "Detection",
     "audacity",
     "birdclef_csv",
@@ -56,6 +58,7 @@ __all__ = [
     "join_csv",
     "postprocess_header",
     "raven",
+    "render_text",
     "response",
     "response_json",
     "row_id",
@@ -255,3 +258,38 @@ def embeddings_table(pred: Prediction, source: str, stem: str) -> pa.Table:
         "row_id": [row_id(stem, e) for e in pred.ends_s],
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
     }, schema=schema)
+
+
+# -- one text format by name ---------------------------------------------------------------------------
+# The text formats of ``soundscape analyze`` (its ``--format`` names) and their file suffixes; the service's
+# result downloads (``/v1/review/{id}/download``) use the same names and this same function.
+TEXT_FORMATS: dict[str, str] = {
+    "csv": ".detections.csv",
+    "birdclef": ".submission.csv",
+    "raven": ".selections.txt",
+    "audacity": ".labels.txt",
+    "json": ".json",
+}
+
+
+def render_text(fmt: str, pred: Prediction, card: ModelCard, opts: ResultOptions, *, source: str, stem: str,
+                dets: list[Detection] | None = None) -> str:
+    """One text format of a file's result, by its ``soundscape analyze`` name (:data:`TEXT_FORMATS`).
+
+    ``source`` fills the detections' file columns, ``stem`` the row ids; ``dets`` are
+    :func:`detections` of the same result and options when the caller has them. ``json`` carries no
+    timings, so re-rendering a result gives identical bytes.
+
+    Raises:
+        ValueError: an unknown format name.
+    """
+    if fmt == "birdclef":
+        return birdclef_csv(pred, card, stem, opts.species)
+    if fmt == "json":
+        return response_json(dataclasses.replace(pred, times=None), card, stem, opts)
+    if fmt not in TEXT_FORMATS:
+        raise ValueError(f"unknown text format {fmt!r}; the formats are {', '.join(TEXT_FORMATS)}")
+    dets = detections(pred, card, opts) if dets is None else dets
+    if fmt == "csv":
+        return detections_csv(dets, card, source, stem)
+    return raven(dets, card, source) if fmt == "raven" else audacity(dets)

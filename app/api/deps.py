@@ -13,9 +13,10 @@ from ..core.config import Settings, get_settings
 from ..errors import ApiError
 from ..metrics import Metrics
 from ..model_manager import ModelManager, ServedModel
+from ..review import Reviewer
 from ..service import Predictor
 
-__all__ = ["AdminDep", "ManagerDep", "MetricsDep", "ModelDep", "PredictorDep", "SettingsDep"]
+__all__ = ["AdminDep", "ManagerDep", "MetricsDep", "ModelDep", "PredictorDep", "ReviewerDep", "SettingsDep"]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -32,9 +33,14 @@ def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def _reviewer(request: Request) -> Reviewer:
+    return request.app.state.reviewer
+
+
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+ReviewerDep = Annotated[Reviewer, Depends(_reviewer)]
 
 
 async def _model(manager: ManagerDep, settings: SettingsDep) -> AsyncIterator[ServedModel]:

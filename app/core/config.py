@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     spool_threshold_bytes: int = Field(
         1 * _MiB, ge=0, description="Uploads larger than this are spooled to a temporary file, not kept in RAM.")
 
+    # -- the web page (GET /) and its endpoints (/v1/review) -------------------------------------
+    review_ttl_s: float = Field(
+        900.0, ge=10, le=24 * 3600,
+        description="Seconds a reviewed upload's result stays downloadable (/v1/review/{id}/download).")
+    review_cache_mb: float = Field(
+        256.0, ge=1, le=1_000_000,
+        description="Memory kept for reviewed results (probabilities), in MB; the oldest are dropped first.")
+    spectrogram_max_columns: int = Field(
+        4096, ge=256, le=65536,
+        description="Widest spectrogram sent to the page, in columns; longer recordings are max-pooled in time.")
+
     # -- compute ---------------------------------------------------------------------------------
     # Tuned in bench/bench_service.py on 2 cores: one thread per run and one run per core beats
     # multi-threaded runs (no spinning ORT pool stealing the decode threads' CPU); 12 windows (one

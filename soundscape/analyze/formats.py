@@ -19,7 +19,6 @@ probability written is the one after the card's temporal smoothing.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,12 +31,9 @@ from soundscape.pipeline import Prediction
 __all__ = ["SUFFIXES", "TMP_MARK", "write_atomic", "write_outputs"]
 
 SUFFIXES: dict[str, str] = {
-    "csv": ".detections.csv",
+    "csv": render.TEXT_FORMATS["csv"],
     "parquet": ".detections.parquet",
-    "birdclef": ".submission.csv",
-    "raven": ".selections.txt",
-    "audacity": ".labels.txt",
-    "json": ".json",
+    **{fmt: suffix for fmt, suffix in render.TEXT_FORMATS.items() if fmt != "csv"},
     "embeddings": ".embeddings.parquet",
 }
 TMP_MARK = ".tmp-"
@@ -90,14 +86,14 @@ def write_outputs(base: Path, source: str, pred: Prediction, card: ModelCard, op
     """
     stem = base.name
     dets = render.detections(pred, card, opts)
+
+    def text(fmt: str) -> Callable[[], Callable[[Path], None]]:
+        # the text formats by name, as the service's result downloads render them (no timings in json)
+        return lambda: _text(render.render_text(fmt, pred, card, opts, source=source, stem=stem, dets=dets))
+
     writers: dict[str, Callable[[], Callable[[Path], None]]] = {
-        "csv": lambda: _text(render.detections_csv(dets, card, source, stem)),
+        **{fmt: text(fmt) for fmt in render.TEXT_FORMATS},
         "parquet": lambda: _parquet(render.detections_table(dets, card, source, stem)),
-        "birdclef": lambda: _text(render.birdclef_csv(pred, card, stem, opts.species)),
-        "raven": lambda: _text(render.raven(dets, card, source)),
-        "audacity": lambda: _text(render.audacity(dets)),
-        # no timings in files: re-running a file writes identical bytes (summary.json has the throughput)
-        "json": lambda: _text(render.response_json(dataclasses.replace(pred, times=None), card, stem, opts)),
         "embeddings": lambda: _parquet(render.embeddings_table(pred, source, stem)),
     }
     written = []

@@ -24,7 +24,9 @@ def test_pip_install_without_extras_serves_without_torch(tmp_path):
     help_run = subprocess.run([str(venv / "bin" / "soundscape"), "serve", "--help"], capture_output=True,
                               text=True, timeout=60, cwd=tmp_path)
     assert help_run.returncode == 0 and "--store" in help_run.stdout, help_run.stderr
-    code = ("import sys, app, app.main, app.cli; app.main.create_app(); "
+    code = ("import sys, app, app.main, app.cli, app.ui; app.main.create_app(); "
+            "assert (app.ui.STATIC_DIR / 'index.html').is_file() and (app.ui.STATIC_DIR / 'review.js').is_file(); "
+            "assert (app.ui.DOCS_ASSETS / 'swagger-ui-bundle.js').is_file(); "
             "import model_store, pathlib; print(pathlib.Path(app.__file__).parent.parent); "
             "sys.exit(int('torch' in sys.modules))")
     check = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from .conftest import AUTH
 
 OPERATIONS = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/models", "GET /v1/models/{version}",
-              "POST /v1/predict", "POST /v1/predict/batch", "POST /v1/admin/reload",
+              "GET /v1/models/{version}/curves", "POST /v1/predict", "POST /v1/predict/batch", "POST /v1/review",
+              "GET /v1/review/progress/{token}", "GET /v1/review/{result_id}/download", "POST /v1/admin/reload",
               "POST /v1/admin/promote/{version}"]
 
 

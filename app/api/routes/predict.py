@@ -29,7 +29,7 @@ from ..deps import ModelDep, PredictorDep
 router = APIRouter(prefix="/v1", tags=["predict"])
 
 _AUDIO_SCHEMA = {"type": "string", "format": "binary"}
-_BODY_DOC = {
+BODY_DOC = {
     "requestBody": {
         "required": True,
         "description": "The recording: multipart field `file`, or the raw file as the body with an audio/* "
@@ -57,7 +57,7 @@ _BATCH_BODY_DOC = {
         },
     }
 }
-_ERRORS = {
+ERRORS = {
     400: {"model": ErrorResponse, "description": "Unreadable or corrupt audio, or a malformed body."},
     413: {"model": ErrorResponse, "description": "Upload bytes, audio duration or file count over the limits."},
     415: {"model": ErrorResponse, "description": "The body is not audio."},
@@ -80,14 +80,19 @@ FormatQuery = Annotated[Literal["json", "csv"], Query(
     examples=["json"])]
 
 
-def result_options(request: Request, hop_s: HopQuery = None, threshold: ThresholdQuery = None,
-                   top_k: TopKQuery = None, species: SpeciesQuery = None) -> ResultOptions:
-    """The request's :class:`ResultOptions`; 422 ``invalid_option`` for a query option the routes do not take."""
-    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in QUERY_OPTIONS]
+def check_query(request: Request, allowed: tuple[str, ...]) -> None:
+    """422 ``invalid_option`` for a query option that is not in ``allowed`` (with a hint for known typos)."""
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in allowed]
     if unknown:
         hints = [f"{k!r} (did you mean {_SUGGEST[k]!r}?)" if k in _SUGGEST else repr(k) for k in unknown]
         raise ApiError(422, "invalid_option", f"unknown query option(s) {', '.join(hints)}; the options are "
-                                              f"{', '.join(QUERY_OPTIONS)}")
+                                              f"{', '.join(allowed)}")
+
+
+def result_options(request: Request, hop_s: HopQuery = None, threshold: ThresholdQuery = None,
+                   top_k: TopKQuery = None, species: SpeciesQuery = None) -> ResultOptions:
+    """The request's :class:`ResultOptions`; 422 ``invalid_option`` for a query option the routes do not take."""
+    check_query(request, QUERY_OPTIONS)
     return ResultOptions(hop_s=hop_s, threshold=threshold, top_k=top_k, species=species)
 
 
@@ -98,9 +103,9 @@ OptionsDep = Annotated[ResultOptions, Depends(result_options)]
     "/predict",
     response_model=PredictResponse,
     summary="Species probabilities for every window of one recording",
-    responses={**_ERRORS, 200: {"description": "Per-window probabilities (JSON), or CSV rows with format=csv.",
+    responses={**ERRORS, 200: {"description": "Per-window probabilities (JSON), or CSV rows with format=csv.",
                                 "content": {"text/csv": {"schema": {"type": "string"}}}}},
-    openapi_extra=_BODY_DOC,
+    openapi_extra=BODY_DOC,
 )
 async def predict(request: Request, model: ModelDep, predictor: PredictorDep, opts: OptionsDep,
                   format: FormatQuery = "json") -> PredictResponse | Response:
@@ -111,7 +116,7 @@ async def predict(request: Request, model: ModelDep, predictor: PredictorDep, op
     "/predict/batch",
     response_model=BatchResponse,
     summary="Several recordings in one request; one result or error each",
-    responses={**_ERRORS, 200: {"description": "One result or error per file (JSON), or the BirdCLEF rows of "
+    responses={**ERRORS, 200: {"description": "One result or error per file (JSON), or the BirdCLEF rows of "
                                 "every file that succeeded with format=csv (failures in `X-Failed-Files`).",
                                 "content": {"text/csv": {"schema": {"type": "string"}}}}},
     openapi_extra=_BATCH_BODY_DOC,
