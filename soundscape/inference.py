@@ -3,7 +3,9 @@
 Used by the HTTP service and by batch analysis; no torch. One :class:`Engine` holds one runtime (the card's:
 ONNX Runtime, or LiteRT for TFLite models; :mod:`soundscape.runtimes`); ``run`` is thread-safe. Mel models
 take one image per window; waveform models take each window's model windows, all in one batch, and report
-the max of their probabilities (embeddings: the mean). Recordings go through the one window pipeline
+the max of their probabilities (embeddings: the mean). A card with a ``head`` is a frozen backbone plus
+``head.onnx``: the runtime gives each model window's embedding, the head (ONNX Runtime) its logits, then the
+same sigmoid and pool. Recordings go through the one window pipeline
 (:mod:`soundscape.pipeline`): :meth:`Engine.pipeline` builds it for this model, :meth:`Engine.predict` runs
 it on decoded audio.
 """
@@ -19,7 +21,7 @@ from model_store import ModelCard, VerifiedModel
 from soundscape.audio import Audio, AudioStream, Frontend, Windows
 from soundscape.pipeline import Prediction, WindowPipeline
 from soundscape.render import row_id
-from soundscape.runtimes import RuntimeUnavailableError, SignatureError, check_signature, open_runtime
+from soundscape.runtimes import Runtime, RuntimeUnavailableError, SignatureError, check_signature, open_runtime
 
 __all__ = ["Engine", "EngineError", "Prediction", "row_id", "sigmoid"]
 
@@ -58,22 +60,31 @@ class Engine:
     def __init__(self, model: VerifiedModel, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
                  fft_workers: int = 1) -> None:
         self.card: ModelCard = model.card
+        emb = self.card.embedding_output
+        self.embedding_name = emb.name if emb else None
+        self.runtime = self._open(model, self.card.runtime, model.onnx_bytes, threads=intra_op_threads,
+                                  inter_op_threads=inter_op_threads, declare=[self.embedding_name] if emb else [])
+        self.head = None
+        if self.card.head is not None:
+            if model.head_bytes is None:
+                raise EngineError(f"{model.path}: the card has a head but no {self.card.head.file} was loaded")
+            self.head = self._open(model, "onnxruntime", model.head_bytes, threads=intra_op_threads)
         try:
-            self.runtime = open_runtime(self.card.runtime, model.onnx_bytes, threads=intra_op_threads,
-                                        inter_op_threads=inter_op_threads)
-        except RuntimeUnavailableError as exc:
-            raise EngineError(f"{model.path}: {exc}") from None
-        except Exception as exc:  # runtimes raise several unrelated types for bad files
-            raise EngineError(f"{model.path}: {self.card.runtime} cannot load the model ({exc})") from None
-        try:
-            check_signature(self.card, self.runtime)
+            check_signature(self.card, self.runtime, self.head)
         except SignatureError as exc:
             raise EngineError(f"{model.path}: {exc}") from None
         self.frontend = Frontend(self.card.frontend, workers=fft_workers)
         self.input_name = self.card.inputs[0].name
         self.logits_name = self.card.outputs[0].name
-        emb = self.card.embedding_output
-        self.embedding_name = emb.name if emb else None
+
+    @staticmethod
+    def _open(model: VerifiedModel, runtime: str, data: bytes, **kwargs) -> Runtime:
+        try:
+            return open_runtime(runtime, data, **kwargs)
+        except RuntimeUnavailableError as exc:
+            raise EngineError(f"{model.path}: {exc}") from None
+        except Exception as exc:  # runtimes raise several unrelated types for bad files
+            raise EngineError(f"{model.path}: {runtime} cannot load the model ({exc})") from None
 
     @property
     def name(self) -> str:
@@ -96,29 +107,55 @@ class Engine:
             tuple: probabilities ``(batch, n_labels)`` and embeddings ``(batch, dim)`` or None; a waveform
             window's are the max (embeddings: mean) over its model windows.
         """
-        waveform = self.card.frontend.input == "waveform"
-        if images.ndim == (2 if waveform else 3):  # one model window per report window / no channel axis
-            images = images[:, None]
-        if len(images) == 0:
+        images, batch, per_window = self._model_inputs(images)
+        if batch == 0:
             dim = self.card.embedding_output.shape[-1] if embeddings and self.card.embedding_output else 0
             return np.zeros((0, len(self.card.labels)), np.float32), (
                 np.zeros((0, dim or 0), np.float32) if embeddings else None)
-        names = [self.logits_name]
-        if embeddings:
-            if self.embedding_name is None:
-                raise EngineError(f"{self.card.name} v{self.card.version} has no embeddings output")
-            names.append(self.embedding_name)
-        batch, per_window = images.shape[:2]
-        if waveform:  # every model window of the batch in one run
-            images = images.reshape(batch * per_window, images.shape[-1])
-        outs = self.runtime.run(names, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
-        logits = outs[0]
+        if embeddings and self.embedding_name is None:
+            raise EngineError(f"{self.card.name} v{self.card.version} has no embeddings output")
+        logits, emb = self._forward(images, embeddings or self.head is not None)
         probs = sigmoid(logits) if self.card.output_activation == "sigmoid" else logits.astype(np.float32)
-        emb = outs[1].astype(np.float32) if embeddings else None
-        if waveform:  # the card's pool (max) over each report window's model windows; embeddings: mean
+        emb = emb.astype(np.float32) if embeddings else None
+        if per_window > 1:  # the card's pool (max) over each report window's model windows; embeddings: mean
             probs = probs.reshape(batch, per_window, -1).max(axis=1)
             emb = emb.reshape(batch, per_window, -1).mean(axis=1) if emb is not None else None
         return probs, emb
+
+    def model_window_embeddings(self, images: np.ndarray) -> np.ndarray:
+        """The embedding of every model window, not pooled: ``(batch, k, dim)`` for a batch of the front end's
+        outputs (``k`` model windows per report window; 1 for mel models). What a head is trained on."""
+        if self.embedding_name is None:
+            raise EngineError(f"{self.card.name} v{self.card.version} has no embeddings output")
+        images, batch, per_window = self._model_inputs(images)
+        if batch == 0:
+            return np.zeros((0, per_window, self.card.embedding_output.shape[-1] or 0), np.float32)
+        (emb,) = self.runtime.run([self.embedding_name], {self.input_name: images})
+        return emb.astype(np.float32).reshape(batch, per_window, -1)
+
+    def _model_inputs(self, images: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """The runtime's input for a batch of the front end's outputs (waveform: every model window of the batch
+        as one row), the batch size and the model windows per report window."""
+        waveform = self.card.frontend.input == "waveform"
+        if images.ndim == (2 if waveform else 3):  # one model window per report window / no channel axis
+            images = images[:, None]
+        batch, per_window = images.shape[:2]
+        if waveform:  # every model window of the batch in one run
+            images = images.reshape(batch * per_window, images.shape[-1])
+        else:
+            per_window = 1
+        return np.ascontiguousarray(images, dtype=np.float32), batch, per_window
+
+    def _forward(self, x: np.ndarray, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (and the embedding) of model inputs; with a head, the head's logits of the embedding."""
+        feed = {self.input_name: x}
+        if self.head is None:
+            outs = self.runtime.run([self.logits_name, self.embedding_name] if embeddings else [self.logits_name],
+                                    feed)
+            return outs[0], outs[1] if embeddings else None
+        (emb,) = self.runtime.run([self.embedding_name], feed)
+        (logits,) = self.head.run([self.logits_name], {self.card.head.input.name: emb.astype(np.float32)})
+        return logits, emb
 
     def windows(self, audio: Audio, hop_s: float | None = None) -> Windows:
         """Windows of decoded audio by the card's policy."""

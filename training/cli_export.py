@@ -1,5 +1,8 @@
 """``soundscape export CHECKPOINT``: export a training checkpoint to ONNX, check it, register it.
 
+A head checkpoint (``soundscape train --backbone``) is composed with its backbone into one model
+(:mod:`training.head_export`) and registered the same way.
+
 ``soundscape export CKPT1 CKPT2 ... --ensemble`` exports several checkpoints with the same labels and front
 end as one ONNX graph (mean of the members' probabilities, concatenated embeddings), registered the same way.
 
@@ -30,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=field, type=float, default=info.default, help=info.description)
 
     parser.add_argument("checkpoint", type=Path, nargs="+",
-                        help="Training checkpoint (best.pt of a run); several with --ensemble.")
+                        help="Training checkpoint (best.pt of a run; of a --backbone run: the head, composed with its "
+                             "backbone into one model); several with --ensemble.")
     parser.add_argument("--ensemble", action="store_true",
                         help="Export the checkpoints (at least two, same labels and front end) as ONE ONNX graph: "
                              "its probabilities are the mean of the members' (logits = logit(mean of the "
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from model_store import ModelStore, StoreError
     from training.export import ExportConfig, ExportError
     from training.quantize import QuantizeConfig
-    from training.register import PublishConfig, publish
+    from training.register import PublishConfig
 
     checkpoints = list(args.checkpoint)
     if len(checkpoints) > 1 and not args.ensemble:
@@ -81,21 +85,54 @@ def run(args: argparse.Namespace) -> int:
                                 rtol=args.rtol),
             quantization=QuantizeConfig(mode=args.quantize_mode, metric=args.metric, tolerance=args.tolerance),
         )
-        result = publish(checkpoints if args.ensemble else checkpoints[0], ModelStore(args.store), cfg)
+        if not args.ensemble and is_head_checkpoint(checkpoints[0]):
+            summary = _publish_head(checkpoints[0], ModelStore(args.store), cfg)
+        else:
+            summary = _publish(checkpoints if args.ensemble else checkpoints[0], ModelStore(args.store), cfg)
     except (ValueError, FileNotFoundError, StoreError) as exc:  # pydantic's ValidationError is a ValueError
         log.error("%s", exc)
         return 2
     except ExportError as exc:
         log.error("%s", exc)
         return 1
+    print(json.dumps(summary | {"promoted": args.promote,
+                                "path": str(Path(args.store) / summary["name"] / f"v{summary['version']}")}, indent=2))
+    return 0
+
+
+def is_head_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds an embedding head (:mod:`training.embedding_head`); unreadable files are left to
+    the fine-tuning path, which reports them."""
+    from training.embedding_head import is_head_checkpoint as check
+
+    try:
+        return check(path)
+    except FileNotFoundError:
+        raise
+    except Exception:  # torch.load raises several types on files it cannot read
+        return False
+
+
+def _publish_head(checkpoint: Path, store, cfg) -> dict:
+    """A head checkpoint composed with its backbone and registered (:func:`training.head_export.publish_head`)."""
+    from training.head_export import publish_head
+
+    result = publish_head(checkpoint, store, cfg)
     card = result.card
-    summary = {
-        "name": card.name, "version": card.version, "precision": card.precision, "promoted": args.promote,
+    return {"name": card.name, "version": card.version, "architecture": card.architecture, "runtime": card.runtime,
+            "sha256": card.sha256, "head": card.head.model_dump(), "license": card.license, "metrics": card.metrics,
+            "parity": card.training["export"]}
+
+
+def _publish(checkpoint, store, cfg) -> dict:
+    from training.register import publish
+
+    result = publish(checkpoint, store, cfg)
+    card = result.card
+    return {
+        "name": card.name, "version": card.version, "precision": card.precision,
         "architecture": card.architecture, "sha256": card.sha256, "metrics": card.metrics,
         "exporter": result.export.exporter, "parity_max_abs_diff_logits": result.export.max_abs_diff_logits,
         "parity": result.export.parity(),
         "quantization": result.quantization.message if result.quantization else None,
-        "path": str(Path(args.store) / card.name / f"v{card.version}"),
     }
-    print(json.dumps(summary, indent=2))
-    return 0

@@ -1,4 +1,5 @@
-"""``soundscape train``: fine-tune a timm model on BirdCLEF-layout clips.
+"""``soundscape train``: fine-tune a timm model on BirdCLEF-layout clips, or (``--backbone``) train a head on a
+frozen model's embeddings of them (:mod:`training.embedding_head`).
 
 Settings come from ``--config config.json`` (a :class:`~training.config.TrainConfig` as JSON) and/or the
 flags; a flag given on the command line overrides the file. Every field of
@@ -34,7 +35,7 @@ _FIELDS = {
     "max_steps_per_epoch": "max_steps_per_epoch", "resume": "resume", "drop_rate": "drop_rate",
     "drop_path_rate": "drop_path_rate", "monitor": "monitor", "unlabelled": "unlabelled_dir",
     "validation": "validation", "call_crop_p": "call_crop_p", "amp": "amp",
-    "channels_last": "channels_last",
+    "channels_last": "channels_last", "backbone": "backbone", "backbone_store": "backbone_store", "head": "head",
 }
 
 AUG_PREFIX = "aug_"  # flag dest of AugmentConfig field <name>: aug_<name>; the flag: --aug-<name with dashes>
@@ -101,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                        help="Start from local ImageNet weights.")
     model.add_argument("--checkpoint", type=Path, help="timm-compatible weights to start from.")
+    model.add_argument("--backbone", metavar="VERSION|FILE",
+                       help="Train a multi-label head on this model's frozen embeddings (name[:version] in "
+                            "--backbone-store, or a version folder / card.json) instead of fine-tuning --arch; "
+                            "then the defaults of --epochs, --lr and --patience are 40, 3e-3 and 10.")
+    model.add_argument("--backbone-store", type=Path, help="Store that --backbone names are looked up in.")
+    model.add_argument("--head", choices=["linear", "mlp"], help="Head trained on the backbone's embeddings.")
     model.add_argument("--drop-rate", type=float)
     model.add_argument("--drop-path-rate", type=float)
     opt = parser.add_argument_group("optimisation")
@@ -199,7 +206,7 @@ def build_config(args: argparse.Namespace):
     for name in ("metadata", "taxonomy", "soundscapes_labels"):
         if values.get(name) is not None and not Path(values[name]).is_file():
             raise FileNotFoundError(f"{name.replace('_', '-')} file not found: {values[name]}")
-    for name in ("audio_root", "soundscapes_dir", "backgrounds_dir", "unlabelled_dir"):
+    for name in ("audio_root", "soundscapes_dir", "backgrounds_dir", "unlabelled_dir", "backbone_store"):
         if values.get(name) is not None and not Path(values[name]).is_dir():
             raise FileNotFoundError(f"{name.replace('_', '-')} folder not found: {values[name]}")
     return TrainConfig.model_validate(values)

@@ -7,7 +7,7 @@ The whole config is saved in every checkpoint (``train_config``) and can be read
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,12 +18,17 @@ from soundscape.audio import FrontendConfig
 from .metrics import Metric
 from .pseudo_soundscapes import PseudoSoundscapeConfig
 
-__all__ = ["VALIDATION_SETS", "AugmentConfig", "SelfTrainingConfig", "TrainConfig", "ValidationSet"]
+__all__ = ["HEAD_DEFAULTS", "VALIDATION_SETS", "AugmentConfig", "HeadTrainingConfig", "SelfTrainingConfig",
+           "TrainConfig", "ValidationSet"]
 
 ValidationSet = Literal["pseudo_soundscapes", "clips", "soundscapes"]
 VALIDATION_SETS: tuple[ValidationSet, ...] = ("pseudo_soundscapes", "clips", "soundscapes")
 
 Range = tuple[float, float]
+# A --backbone run's defaults where the settings give none: its optimiser steps on cached embeddings cost
+# microseconds, so it takes many more of them than fine-tuning's 6 epochs at 1e-3 (measured on the field profile
+# with BirdNET v2.4: the pseudo-soundscape padded cmAP still rises after 20 epochs at 3e-3).
+HEAD_DEFAULTS: dict[str, Any] = {"epochs": 40, "lr": 3e-3, "early_stopping_patience": 10}
 
 
 def _check_range(name: str, value: Range) -> None:
@@ -165,6 +170,20 @@ class SelfTrainingConfig(BaseModel):
         return negative
 
 
+class HeadTrainingConfig(BaseModel):
+    """How a head is trained on a frozen backbone's embeddings (``TrainConfig.backbone``; see
+    :mod:`training.embedding_head`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crops_per_clip: int = Field(8, ge=1, description="Augmented crops of every training clip (call crops, the "
+                                "waveform steps of the recipe) embedded once and cached: the head's training rows.")
+    hidden: int = Field(512, ge=1, description="mlp: width of the hidden ReLU layer.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="mlp: dropout after the hidden layer (training only).")
+    backbone_batch: int = Field(8, ge=1, description="Report windows per backbone run while embedding.")
+    backbone_threads: int = Field(1, ge=1, description="Backbone runtime threads while embedding.")
+
+
 class TrainConfig(BaseModel):
     """Everything one training run needs.
 
@@ -200,6 +219,16 @@ class TrainConfig(BaseModel):
     pretrained: bool = Field(True, description="Start from local pretrained weights.")
     checkpoint: Path | None = Field(None, description="timm-compatible weights to start from.")
     frontend: FrontendConfig = Field(default_factory=FrontendConfig, description="Audio front end.")
+    backbone: str | None = Field(
+        None, description="Train a head on this model's frozen embeddings instead of fine-tuning arch: a model of "
+        "backbone_store as name[:version], or a store version folder (or its card.json). Such a run's defaults for "
+        "epochs, lr and early_stopping_patience are 40, 3e-3 and 10.")
+    backbone_store: Path | None = Field(None, description="Store that backbone names are looked up in (default: "
+                                        "the bundled store).")
+    head: Literal["linear", "mlp"] = Field("linear", description="The head trained on the backbone's embeddings: "
+                                           "linear, or mlp (one hidden ReLU layer).")
+    head_training: HeadTrainingConfig = Field(default_factory=HeadTrainingConfig,
+                                              description="Embedding cache and head settings (with backbone).")
     drop_rate: float = Field(0.2, ge=0, lt=1)
     drop_path_rate: float = Field(0.1, ge=0, lt=1)
     # optimisation
@@ -245,6 +274,14 @@ class TrainConfig(BaseModel):
                       "float16 on CUDA, bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX); elsewhere off.")
     channels_last: bool = Field(True, description="Train the model in channels-last memory format (faster "
                                 "convolutions on CPUs and tensor cores).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _head_defaults(cls, values: Any) -> Any:
+        """A ``backbone`` run's own defaults (:data:`HEAD_DEFAULTS`) for the settings not given."""
+        if isinstance(values, dict) and values.get("backbone"):
+            return {**HEAD_DEFAULTS, **values}
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -60,6 +60,7 @@ __all__ = [
     "export_onnx",
     "model_from_checkpoint",
     "real_images",
+    "real_windows",
 ]
 
 log = logging.getLogger(__name__)
@@ -184,20 +185,17 @@ def audio_files(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def real_images(frontend: FrontendConfig, sources: Sequence[str | Path], n: int, *, seed: int = 0) -> np.ndarray:
-    """Log-mel images of real audio windows, made by the serving front end.
+def real_windows(frontend: FrontendConfig, sources: Sequence[str | Path], n: int, *, seed: int = 0) -> np.ndarray:
+    """Real audio windows ``(m, window_samples)``, ``1 <= m <= n``, cut by the serving front end.
 
     Windows are taken round-robin over the files (at most ``n`` in all), so short lists of long
     soundscapes and long lists of short clips both give varied inputs.
 
     Args:
-        frontend (FrontendConfig): the model's front end.
+        frontend (FrontendConfig): the model's front end (rate and windows).
         sources (Sequence[str | Path]): audio files or folders.
         n (int): number of windows wanted.
         seed (int): order in which files are visited. (Default: ``0``)
-
-    Returns:
-        np.ndarray: ``(m, 1, n_mels, n_frames)`` float32, ``1 <= m <= n``.
 
     Raises:
         ValueError: no readable audio among ``sources``.
@@ -220,8 +218,12 @@ def real_images(frontend: FrontendConfig, sources: Sequence[str | Path], n: int,
         raise ValueError(f"no readable audio among {[str(s) for s in sources]}")
     # round-robin: window 0 of every file, then window 1, ...
     order = [w[i] for i in range(max(len(w) for w in per_file)) for w in per_file if i < len(w)]
-    windows = np.stack(order[:n])
-    return fe(windows)[:, None]
+    return np.stack(order[:n])
+
+
+def real_images(frontend: FrontendConfig, sources: Sequence[str | Path], n: int, *, seed: int = 0) -> np.ndarray:
+    """Log-mel images ``(m, 1, n_mels, n_frames)`` of :func:`real_windows`, made by the serving front end."""
+    return Frontend(frontend)(real_windows(frontend, sources, n, seed=seed))[:, None]
 
 
 def model_from_checkpoint(ckpt: Checkpoint | Mapping[str, Any]) -> torch.nn.Module:

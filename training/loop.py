@@ -58,7 +58,8 @@ from .precision import autocast_dtype
 from .result import TrainResult
 from .validation import validation_sets
 
-__all__ = ["predict", "run_training"]
+__all__ = ["Progress", "TrainData", "lr_scheduler", "predict", "prepare_data", "run_training", "score_validation",
+           "validation_info"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ def _init_distributed() -> _Dist:
 
 
 @dataclass
-class _Data:
+class TrainData:
+    """A run's data: labels, training set and weights, validation sets, beds, summary and problems."""
+
     labels: list[Label]
     train: TrainingSet
     val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0
@@ -114,8 +117,10 @@ def _pseudo_windows(pseudo: PseudoLabels, codes: list[str], cfg: TrainConfig, ca
     return WindowDataset(pseudo.files, pseudo.starts_s, targets, cache, cfg.frontend.window_samples)
 
 
-def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = None) -> _Data:
-    """Read and check the data, fill the decode cache (rank 0 first), hold out, build the datasets."""
+def prepare_data(cfg: TrainConfig, ctx: _Dist | None = None, pseudo: PseudoLabels | None = None) -> TrainData:
+    """Read and check the data, fill the decode cache (rank 0 first), hold out, build the datasets (at
+    ``cfg.frontend``'s rate and window; ``ctx``: this process's place in a distributed run, default alone)."""
+    ctx = ctx or _Dist()
     problems = ProblemReport()
     cache = AudioCache(cfg.resolved_cache_dir, cfg.frontend.sample_rate)
     workers = max(1, cfg.num_workers)
@@ -159,7 +164,7 @@ def _prepare_data(cfg: TrainConfig, ctx: _Dist, pseudo: PseudoLabels | None = No
         log.info("data: %d classes, %d training clips, %d held out; validation sets: %s (selects: %s)", len(codes),
                  len(train_clips), len(held_out), "; ".join(f"{k}: {v.detail}" for k, v in val_sets.items()),
                  cfg.validation)
-    return _Data(labels=labels, train=TrainingSet(clips_ds, windows), val_sets=val_sets, train_weights=weights,
+    return TrainData(labels=labels, train=TrainingSet(clips_ds, windows), val_sets=val_sets, train_weights=weights,
                  summary=summary, backgrounds=backgrounds, bed_targets=bed_targets, problems=problems)
 
 
@@ -190,34 +195,44 @@ def predict(model: nn.Module, frontend: nn.Module, batches: DataLoader, device: 
     return np.concatenate(probs), np.concatenate(targets)
 
 
-def _validate(model: nn.Module, frontend: nn.Module, data: _Data, cfg: TrainConfig, ctx: _Dist,
+def score_validation(cfg: TrainConfig, kind: str, vd: ValidationData, probs: np.ndarray,
+                     targets: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """One validation set's metrics as a run logs them: ``<set>_padded_cmap`` and ``<set>_macro_roc_auc``, and
+    for the selecting set (``cfg.validation``) also ``val_loss``, ``padded_cmap``, ``macro_roc_auc`` and the
+    per-species AP (empty for the other sets)."""
+    scores = score_blocks(targets, probs, vd.codes, vd.blocks)
+    metrics = {f"{kind}_padded_cmap": scores["padded_cmap"], f"{kind}_macro_roc_auc": scores["macro_roc_auc"]}
+    if kind != cfg.validation:
+        return metrics, {}
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    metrics["val_loss"] = float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+    metrics["padded_cmap"], metrics["macro_roc_auc"] = scores["padded_cmap"], scores["macro_roc_auc"]
+    return metrics, scores["per_species_ap"]
+
+
+def _validate(model: nn.Module, frontend: nn.Module, data: TrainData, cfg: TrainConfig, ctx: _Dist,
               ) -> tuple[dict[str, float], dict[str, float]]:
-    """Score every validation set: ``<set>_padded_cmap`` and ``<set>_macro_roc_auc`` for each, and
-    ``val_loss``, ``padded_cmap``, ``macro_roc_auc`` and per-species AP of the selecting set."""
+    """Score every validation set (:func:`score_validation`)."""
     metrics: dict[str, float] = {}
     per_species: dict[str, float] = {}
     for kind, vd in data.val_sets.items():
         loader = DataLoader(TensorDataset(torch.from_numpy(vd.windows), torch.from_numpy(vd.targets)),
                             batch_size=cfg.val_batch_size, shuffle=False)
         probs, targets = predict(model, frontend, loader, ctx.device, amp=cfg.amp, desc=f"validating {kind}")
-        scores = score_blocks(targets, probs, vd.codes, vd.blocks)
-        metrics[f"{kind}_padded_cmap"] = scores["padded_cmap"]
-        metrics[f"{kind}_macro_roc_auc"] = scores["macro_roc_auc"]
-        if kind == cfg.validation:
-            p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
-            metrics["val_loss"] = float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
-            metrics["padded_cmap"], metrics["macro_roc_auc"] = scores["padded_cmap"], scores["macro_roc_auc"]
-            per_species = scores["per_species_ap"]
+        scores, species = score_validation(cfg, kind, vd, probs, targets)
+        metrics.update(scores)
+        per_species = species or per_species
     return metrics, per_species
 
 
-def _validation_info(cfg: TrainConfig, data: _Data) -> SelectionInfo:
+def validation_info(cfg: TrainConfig, data: TrainData) -> SelectionInfo:
     """Which validation selects checkpoints, and how each set was made (for the model card)."""
     return SelectionInfo(selected_by=cfg.validation if data.val_sets else "none", monitor=cfg.monitor,
                          sets={kind: vd.detail for kind, vd in data.val_sets.items()})
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over ``cfg.warmup_epochs``, then cosine down to ``cfg.min_lr_ratio * cfg.lr``."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup),
@@ -285,7 +300,7 @@ class _Run:
 
     cfg: TrainConfig
     ctx: _Dist
-    data: _Data
+    data: TrainData
     run_dir: Path
     model: nn.Module  # the bare model: validated and saved
     net: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper
@@ -311,7 +326,7 @@ class _Run:
 
 
 @dataclass
-class _Progress:
+class Progress:
     """Where a run stands: the next epoch, the history and the early-stopping state (what a resume restores)."""
 
     start_epoch: int = 1
@@ -344,13 +359,13 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
         run_dir.mkdir(parents=True, exist_ok=True)
     resume_from = _resume_checkpoint(cfg, run_dir / "last.pt")
     torch.manual_seed(cfg.seed + ctx.rank)
-    data = _prepare_data(cfg, ctx, pseudo_labels)
+    data = prepare_data(cfg, ctx, pseudo_labels)
     if ctx.main:
         data.problems.save(run_dir / "problems.csv")
     if resume_from is not None and resume_from.codes != [label.code for label in data.labels]:
         raise ValueError(f"cannot resume from {run_dir / 'last.pt'}: its classes differ from the data's")
     run = _setup(cfg, ctx, data, run_dir, fresh=resume_from is None)
-    progress = _Progress() if resume_from is None else _resume(run, resume_from)
+    progress = Progress() if resume_from is None else _resume(run, resume_from)
     if ctx.world > 1:
         run.net = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -390,7 +405,7 @@ def _resume_checkpoint(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
     return ckpt
 
 
-def _setup(cfg: TrainConfig, ctx: _Dist, data: _Data, run_dir: Path, *, fresh: bool) -> _Run:
+def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, run_dir: Path, *, fresh: bool) -> _Run:
     """Model, front end, sampler and loader, optimiser and schedule, AMP scaler, augmenter and loss.
     A ``fresh`` run starts from the pretrained or given weights; a resumed one loads its own next."""
     model_kwargs = {"num_classes": len(data.labels), "in_chans": 1, "drop_rate": cfg.drop_rate,
@@ -406,7 +421,7 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: _Data, run_dir: Path, *, fresh: b
                         persistent_workers=cfg.num_workers > 0)
     steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = _scheduler(optimizer, cfg, steps)
+    scheduler = lr_scheduler(optimizer, cfg, steps)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(ctx.device, cfg.amp)
@@ -421,7 +436,7 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: _Data, run_dir: Path, *, fresh: b
                 loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
 
 
-def _resume(run: _Run, ckpt: Checkpoint) -> _Progress:
+def _resume(run: _Run, ckpt: Checkpoint) -> Progress:
     """Load the weights, optimiser, schedule, scaler and random states of ``last.pt``; its progress."""
     run.model.load_state_dict(ckpt.state_dict)
     run.optimizer.load_state_dict(ckpt.optimizer)
@@ -434,7 +449,7 @@ def _resume(run: _Run, ckpt: Checkpoint) -> _Progress:
     else:
         log.warning("checkpoint random states are for %d processes, not %d: reseeding", len(ranks), run.ctx.world)
     log.info("resuming from %s at epoch %d", run.last_path, ckpt.epoch + 1)
-    return _Progress(start_epoch=ckpt.epoch + 1, history=list(ckpt.history), best=ckpt.best_metric,
+    return Progress(start_epoch=ckpt.epoch + 1, history=list(ckpt.history), best=ckpt.best_metric,
                      bad_epochs=ckpt.bad_epochs, best_metrics=dict(ckpt.best_metrics))
 
 
@@ -510,7 +525,7 @@ def _log_epoch(run: _Run, row: dict, val_metrics: dict[str, float], improved: bo
              row["lr"], row["samples_per_s"], " (best)" if improved else "")
 
 
-def _checkpoint(run: _Run, progress: _Progress, row: dict, val_metrics: dict[str, float],
+def _checkpoint(run: _Run, progress: Progress, row: dict, val_metrics: dict[str, float],
                 per_species: dict[str, float], improved: bool) -> None:
     """``last.pt`` (and ``best.pt`` when ``improved``) and ``metrics.csv``, written by rank 0 with every rank's
     random states."""
@@ -522,7 +537,7 @@ def _checkpoint(run: _Run, progress: _Progress, row: dict, val_metrics: dict[str
         arch=cfg.arch, model_kwargs=run.model_kwargs, state_dict=run.model.state_dict(), labels=run.data.labels,
         frontend=cfg.frontend, epoch=row["epoch"], metrics=_finite({**val_metrics, "train_loss": row["train_loss"]}),
         per_species_ap=_finite(per_species), data=run.data.summary, train_config=cfg.model_dump(mode="json"),
-        validation=_validation_info(cfg, run.data), optimizer=run.optimizer.state_dict(),
+        validation=validation_info(cfg, run.data), optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng={"ranks": rng_states},
         history=progress.history, best_metric=progress.best, bad_epochs=progress.bad_epochs,
         best_metrics=progress.best_metrics,

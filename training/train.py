@@ -18,7 +18,8 @@ __all__ = ["TrainResult", "train"]
 
 
 def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata``.
+    """Fine-tune ``cfg.arch`` on the clips of ``cfg.metadata`` (with ``cfg.backbone``: train a head on that
+    model's frozen embeddings of them instead, :func:`training.embedding_head.train_head`).
 
     With ``cfg.unlabelled_dir`` and ``cfg.self_training.rounds > 0`` it self-trains: round 0 on the clips,
     then student rounds on the clips plus the pseudo-labelled unlabelled windows, each kept only if it
@@ -42,6 +43,10 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = Non
         FileNotFoundError: a configured file or folder is missing.
         ValueError: unusable data or settings (the message names the file or value).
     """
+    if cfg.backbone is not None:
+        from .embedding_head import train_head
+
+        return train_head(cfg, on_epoch_end=on_epoch_end)
     from .loop import run_training
 
     if cfg.self_trains:

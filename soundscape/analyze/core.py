@@ -12,10 +12,9 @@ The card's temporal smoothing runs once a file is read, on its whole sequence of
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from model_store import CARD_FILE, ModelCard, ModelStore, StoreError, StoreErrorCode, VerifiedModel
+from model_store import ModelStore, VerifiedModel, load_folder
 from soundscape.audio import stream
 from soundscape.inference import Engine
 from soundscape.pipeline import Prediction
@@ -29,24 +28,11 @@ def load_model(settings: AnalyzeSettings) -> VerifiedModel:
     """The sha256-verified model the settings name: ``model_dir`` or the store's ``name``/``version``.
 
     Raises:
-        StoreError: the model is missing, its card is invalid, or its bytes do not match the card.
+        StoreError: the model is missing, its card is invalid, or its files' bytes do not match the card.
     """
     if settings.model_dir is None:
         return ModelStore(settings.store).load(settings.name, settings.version)
-    folder = Path(settings.model_dir)
-    try:
-        card = ModelCard.load(folder / CARD_FILE)
-        data = (folder / card.model_file).read_bytes()
-    except FileNotFoundError as exc:
-        raise StoreError(StoreErrorCode.NOT_FOUND, f"{folder}: not a model folder ({exc})") from None
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise StoreError(StoreErrorCode.BAD_CARD, f"{folder / CARD_FILE}: invalid model card ({exc})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != card.sha256:
-        raise StoreError(StoreErrorCode.CHECKSUM,
-                         f"{folder / card.model_file}: sha256 {digest[:12]}... does not match the card's "
-                         f"{card.sha256[:12] or '(none)'}...")
-    return VerifiedModel(card=card, onnx_bytes=data, path=folder / card.model_file)
+    return load_folder(settings.model_dir)
 
 
 def analyze_file(engine: Engine, path: str | Path, settings: AnalyzeSettings) -> Prediction:
