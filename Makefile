@@ -1,20 +1,30 @@
-# Two entry points (see README): `make serve` installs everything and serves the bundled model;
-# `make test` runs the whole suite (creating .venv when missing). .ci/run calls `make test`.
+# Two entry points (see README): `make serve` installs only what serving needs (`pip install -e .`: no torch,
+# ~370 MB) and serves the bundled model; `make test` installs everything (`.[all]`) and runs the whole suite.
+# Both use .venv (creating it when missing). .ci/run calls `make test`.
 PY ?= python3
 VENV := .venv
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
+PORT ?=
+
+$(SERVE_STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[all]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
-.PHONY: install serve test lint audit security reliability load ui
+.PHONY: install install-serve serve test lint audit security reliability load ui docker-check
 install: $(STAMP)
+install-serve: $(SERVE_STAMP)
 
-serve: $(STAMP)
-	$(VENV)/bin/soundscape serve
+# PORT=8001 make serve (or `make serve PORT=8001`) serves elsewhere; without PORT, SOUNDSCAPE_PORT or 8000.
+serve: $(SERVE_STAMP)
+	$(VENV)/bin/soundscape serve $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -55,3 +65,10 @@ load: $(STAMP)
 ui: $(STAMP)
 	bash scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest -q tests/ui
+
+# Builds the Dockerfile with podman (--isolation=chroot; a debootstrap stand-in for the FROM image when it
+# cannot be pulled), runs the image's CMD as its USER in a chroot of the image (this sandbox cannot start
+# containers) and checks /readyz, a prediction, the user, no torch and the size (scripts/docker_check.py).
+DOCKER_CHECK_ARGS ?=
+docker-check:
+	$(PY) scripts/docker_check.py --report bench/results/docker_check.json $(DOCKER_CHECK_ARGS)

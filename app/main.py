@@ -19,6 +19,7 @@ from .core.config import Settings, get_settings
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .model_manager import ModelLoadError, ModelManager
+from .openapi import install_openapi
 from .review import Reviewer
 from .service import Predictor
 from .ui import install_ui
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     install_ui(app)
+    install_openapi(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Media types of the downloads, by format name (soundscape analyze's names).
 DOWNLOAD_TYPES = {"birdclef": "text/csv", "csv": "text/csv", "raven": "text/plain", "audacity": "text/plain",
-                  "json": "application/json"}
+                  "kaleidoscope": "text/csv", "json": "application/json"}
 _MAX_PROGRESS = 1024
 
 
@@ -210,7 +210,7 @@ class Reviewer:
         entry = self.progress.start(token) if token else None
         tap = ReviewTap(model.card, opts.hop_s, self.settings.spectrogram_max_columns, entry)
         try:
-            pred, upload = await self.predictor.predict_one(request, model, opts, tap)
+            pred, upload, opts = await self.predictor.predict_one(request, model, opts, tap)
             tap.report(stage="rendering")
             image = await self.predictor.cpu(lambda: spectrogram_image(tap.spectrogram.finish(_axis_s(pred))))
         except ApiError as exc:
@@ -235,7 +235,7 @@ class Reviewer:
                            f"no result {result_id!r}: results are kept {self.settings.review_ttl_s:g} s after "
                            "their analysis (fewer when memory runs short); upload the file again")
         try:
-            opts.check(kept.card)
+            opts = opts.for_card(kept.card)
         except ValueError as exc:
             raise ApiError(422, "unknown_species", str(exc)) from None
         text = render.render_text(fmt, kept.pred, kept.card, opts, source=kept.filename, stem=kept.stem)

@@ -45,7 +45,14 @@ __all__ = ["Answer", "ChunkTap", "Predictor"]
 
 log = logging.getLogger(__name__)
 
-Format = Literal["json", "csv"]
+# ``csv``: BirdCLEF rows; the others are ``soundscape analyze``'s formats (``detections`` is its ``csv``).
+Format = Literal["json", "csv", "detections", "raven", "audacity", "kaleidoscope"]
+TEXT_FORMATS: dict[str, tuple[str, str]] = {  # Format -> (render.render_text's name, media type)
+    "detections": ("csv", "text/csv"),
+    "raven": ("raven", "text/plain"),
+    "audacity": ("audacity", "text/plain"),
+    "kaleidoscope": ("kaleidoscope", "text/csv"),
+}
 
 
 class ChunkTap(Protocol):
@@ -75,10 +82,11 @@ class Answer:
 
     body: PredictResponse | BatchResponse | str
     headers: dict[str, str]
+    media_type: str = "text/csv"
 
     def response(self) -> Response | PredictResponse | BatchResponse:
         if isinstance(self.body, str):
-            return Response(self.body, media_type="text/csv", headers=self.headers)
+            return Response(self.body, media_type=self.media_type, headers=self.headers)
         return self.body
 
 
@@ -123,13 +131,17 @@ class Predictor:
         """``fn(*args, **kwargs)`` in the service's CPU thread pool."""
         return await self._cpu_call(fn, *args, **kwargs)
 
-    def check(self, model: ServedModel, opts: ResultOptions) -> None:
-        """Checks that need the model or settings; raises 422."""
+    def check(self, model: ServedModel, opts: ResultOptions) -> ResultOptions:
+        """Checks that need the model or settings; the options with species as the model's codes.
+
+        Raises:
+            ApiError: 422 ``invalid_option`` (hop under the minimum) or ``unknown_species``.
+        """
         if opts.hop_s is not None and opts.hop_s < self.settings.min_hop_s:
             raise ApiError(422, "invalid_option",
                            f"hop_s={opts.hop_s} is below the minimum of {self.settings.min_hop_s}")
         try:
-            opts.check(model.card)
+            return opts.for_card(model.card)
         except UnknownSpeciesError as exc:
             raise ApiError(422, "unknown_species", str(exc)) from None
 
@@ -215,13 +227,14 @@ class Predictor:
 
     # -- requests --------------------------------------------------------------------------------
     async def predict_one(self, request: Request, model: ServedModel, opts: ResultOptions,
-                          tap: ChunkTap | None = None) -> tuple[Prediction, Upload]:
+                          tap: ChunkTap | None = None) -> tuple[Prediction, Upload, ResultOptions]:
         """One uploaded file through the pipeline, with every check and limit of ``/v1/predict``.
 
         Returns:
-            tuple: the prediction and the (closed) upload, for its name.
+            tuple: the prediction, the (closed) upload for its name, and the options checked against the
+            model (species as its codes).
         """
-        self.check(model, opts)
+        opts = self.check(model, opts)
         with self.admit():
             uploads = await receive_uploads(request, self.settings, max_files=1)
             try:
@@ -229,24 +242,36 @@ class Predictor:
             finally:
                 for u in uploads:
                     u.close()
-        return pred, uploads[0]
+        return pred, uploads[0], opts
 
     async def predict(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
-        """``POST /v1/predict``: one file, rendered as JSON or BirdCLEF CSV."""
-        pred, upload = await self.predict_one(request, model, opts)
+        """``POST /v1/predict``: one file, rendered as JSON, BirdCLEF CSV or one of ``soundscape analyze``'s
+        tables (:data:`TEXT_FORMATS`; the file columns carry the upload's name)."""
+        pred, upload, opts = await self.predict_one(request, model, opts)
         stem = upload.stem
+        headers = self._csv_headers(model, render.postprocess_header(pred.postprocess))
         if fmt == "csv":
-            return Answer(render.birdclef_csv(pred, model.card, stem, opts.species),
-                          self._csv_headers(model, render.postprocess_header(pred.postprocess)))
+            return Answer(render.birdclef_csv(pred, model.card, stem, opts.species), headers)
+        if fmt in TEXT_FORMATS:
+            name, media = TEXT_FORMATS[fmt]
+            text = render.render_text(name, pred, model.card, opts, source=_name(upload), stem=stem)
+            return Answer(text, headers, media)
         return Answer(render.response(pred, model.card, stem, opts), {})
 
     async def predict_batch(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
         """``POST /v1/predict/batch``: every file scored concurrently, one result or error each.
 
-        JSON: a :class:`BatchResponse`. CSV: the BirdCLEF rows of every file that succeeded, in upload
-        order under one header; the files that failed are listed in ``X-Failed-Files`` (JSON).
+        JSON: a :class:`BatchResponse`. CSV and the other tables: the rows of every file that succeeded, in
+        upload order under one header (:func:`soundscape.render.combine`; Raven: one timeline); the files that
+        failed are listed in ``X-Failed-Files`` (JSON).
+
+        Raises:
+            ApiError: 422 ``invalid_option`` for ``audacity`` (a label track is one file's).
         """
-        self.check(model, opts)
+        if fmt == "audacity":
+            raise ApiError(422, "invalid_option", "format=audacity is one recording's label track: use "
+                           "/v1/predict (batch formats: json, csv, detections, raven, kaleidoscope)")
+        opts = self.check(model, opts)
         with self.admit():
             uploads = await receive_uploads(request, self.settings, max_files=self.settings.max_batch_files)
             try:
@@ -258,16 +283,9 @@ class Predictor:
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, ApiError):
                 raise outcome
-        names = [u.filename.replace("\\", "/").rsplit("/", 1)[-1][:200] for u in uploads]
-        if fmt == "csv":
-            parts = [render.birdclef_csv(o, model.card, u.stem, opts.species)
-                     for u, o in zip(uploads, outcomes, strict=True) if isinstance(o, Prediction)]
-            failed = [{"filename": n, "status": o.status, "error": o.code}
-                      for n, o in zip(names, outcomes, strict=True) if isinstance(o, ApiError)]
-            report = postprocess_report(model.card, opts.hop_s)
-            headers = self._csv_headers(model, render.postprocess_header(report))
-            headers["X-Failed-Files"] = json.dumps(failed)
-            return Answer(render.join_csv(render.birdclef_header(model.card, opts.species), parts), headers)
+        names = [_name(u) for u in uploads]
+        if fmt != "json":
+            return self._batch_table(model, opts, fmt, uploads, names, outcomes)
         items = []
         for upload, name, outcome in zip(uploads, names, outcomes, strict=True):
             if isinstance(outcome, ApiError):
@@ -278,6 +296,27 @@ class Predictor:
                                        result=render.response(outcome, model.card, upload.stem, opts)))
         return Answer(BatchResponse(model=ModelRef(name=model.name, version=model.version), results=items), {})
 
+    def _batch_table(self, model: ServedModel, opts: ResultOptions, fmt: Format, uploads: list[Upload],
+                     names: list[str], outcomes: list) -> Answer:
+        """A batch's files that succeeded as one table; the failed ones in ``X-Failed-Files``."""
+        ok = [(u, n, o) for u, n, o in zip(uploads, names, outcomes, strict=True) if isinstance(o, Prediction)]
+        failed = [{"filename": n, "status": o.status, "error": o.code}
+                  for n, o in zip(names, outcomes, strict=True) if isinstance(o, ApiError)]
+        headers = self._csv_headers(model, render.postprocess_header(postprocess_report(model.card, opts.hop_s)))
+        headers["X-Failed-Files"] = json.dumps(failed)
+        if fmt == "csv":
+            parts = [render.birdclef_csv(o, model.card, u.stem, opts.species) for u, _, o in ok]
+            return Answer(render.join_csv(render.birdclef_header(model.card, opts.species), parts), headers)
+        name, media = TEXT_FORMATS[fmt]
+        parts = [render.render_text(name, o, model.card, opts, source=n, stem=u.stem) for u, n, o in ok]
+        durations = [o.audio.duration_s if o.audio else 0.0 for _, _, o in ok]
+        return Answer(render.combine(name, parts, durations), headers, media)
+
     @staticmethod
     def _csv_headers(model: ServedModel, postprocess: str) -> dict[str, str]:
         return {"X-Model-Name": model.name, "X-Model-Version": str(model.version), "X-Postprocess": postprocess}
+
+
+def _name(upload: Upload) -> str:
+    """The upload's file name as sent, without any path (never used as a path here), at most 200 characters."""
+    return upload.filename.replace("\\", "/").rsplit("/", 1)[-1][:200]

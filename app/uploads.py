@@ -4,6 +4,13 @@ The body is read through a counting stream that stops at the byte limit (413 ``u
 also when the client sends no Content-Length. Files larger than ``spool_threshold_bytes`` go to an
 anonymous temporary file instead of RAM. A client's filename is only ever used, sanitised, as the stem of
 BirdCLEF row ids: it never becomes a path on the server.
+
+Multipart bodies are parsed as they stream in by python-multipart's public streaming parser
+(``python_multipart.MultipartParser`` and its callbacks; the ``python_multipart`` module exists from 0.0.13,
+the dependency asks for >= 0.0.18, its first release without the known parser DoS): each file part goes
+straight to its own spooled file, a part over the per-file limit stops the upload at once (413), and more
+files or fields than allowed stop it too. Starlette's form parser (not public API, and without a streaming
+byte limit or spool size of ours) is not used.
 """
 
 from __future__ import annotations
@@ -15,9 +22,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from fastapi import Request
-from python_multipart.multipart import parse_options_header
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .core.config import Settings
 from .errors import ApiError
@@ -29,6 +35,8 @@ AUDIO_CONTENT_TYPES = frozenset({"application/octet-stream", "application/ogg", 
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers, per file
 _STEM_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _FILE_FIELDS = ("file", "files")
+_MAX_FIELDS = 16  # form fields that are not files (ignored, but counted)
+_MAX_FIELD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Upload:
     filename: str
     size: int
     content_type: str = ""
+    field: str = ""  # the multipart field it came in (empty for a raw body)
 
     def close(self) -> None:
         self.file.close()
@@ -131,28 +140,113 @@ async def receive_uploads(request: Request, settings: Settings, *, max_files: in
     return [Upload(file=spool, filename=name or "upload", size=size, content_type=content_type)]
 
 
+class _MultipartReceiver:
+    """Callbacks of python-multipart's streaming parser: file parts into spooled files, within the limits.
+
+    A file part is one with a filename, or any part named ``file``/``files`` (``curl -F file=<x.wav`` sends
+    none); other parts are form fields, counted and bounded but not kept.
+    """
+
+    def __init__(self, settings: Settings, max_files: int) -> None:
+        self.settings = settings
+        self.max_files = max_files
+        self.uploads: list[Upload] = []  # every file part opened, in order (closed on error by the caller)
+        self.kept: list[Upload] = []  # the file parts named file/files, complete
+        self.fields = 0
+        self.ended = False
+        self._header, self._value = b"", b""
+        self._headers: dict[bytes, bytes] = {}
+        self._part: Upload | None = None
+        self._field_bytes = 0
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self._begin, "on_header_field": self._header_field,
+                "on_header_value": self._header_value, "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished, "on_part_data": self._data,
+                "on_part_end": self._part_end, "on_end": self._end}
+
+    def _begin(self) -> None:
+        self._headers, self._part, self._field_bytes = {}, None, 0
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._header.strip().lower()] = self._value.strip()
+        self._header, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        if b"name" not in options:
+            raise ApiError(400, "bad_multipart", "malformed multipart body (a part without a name)")
+        field = options[b"name"].decode("utf-8", "replace")
+        if b"filename" not in options and field not in _FILE_FIELDS:  # `curl -F file=<x.wav` sends no filename
+            self.fields += 1
+            if self.fields > _MAX_FIELDS:
+                raise ApiError(400, "bad_multipart", f"malformed multipart body (more than {_MAX_FIELDS} fields)")
+            return
+        if len(self.uploads) >= self.max_files:
+            raise ApiError(413, "too_many_files", f"at most {self.max_files} file(s) per request")
+        spool = tempfile.SpooledTemporaryFile(max_size=self.settings.spool_threshold_bytes)  # noqa: SIM115
+        self._part = Upload(file=spool, filename=options.get(b"filename", b"").decode("utf-8", "replace") or "upload",
+                            size=0, content_type=self._headers.get(b"content-type", b"").decode("latin-1")
+                            or "application/octet-stream", field=field)
+        self.uploads.append(self._part)
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._part is None:  # a form field: only bounded, never kept
+            self._field_bytes += end - start
+            if self._field_bytes > _MAX_FIELD_BYTES:
+                raise ApiError(400, "bad_multipart", f"malformed multipart body (a field over {_MAX_FIELD_BYTES} "
+                               "bytes)")
+            return
+        self._part.size += end - start
+        if self._part.size > self.settings.max_upload_bytes:
+            raise _too_large(self.settings.max_upload_bytes)
+        self._part.file.write(data[start:end])
+
+    def _part_end(self) -> None:
+        if self._part is not None and self._part.field in _FILE_FIELDS:
+            self._part.file.seek(0)
+            self.kept.append(self._part)
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+def _boundary(request: Request) -> bytes:
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "malformed multipart body (no boundary in the content type)")
+    return boundary
+
+
 async def _receive_multipart(request: Request, settings: Settings, *, limit: int, max_files: int) -> list[Upload]:
-    parser = MultiPartParser(request.headers, _limited(request, limit), max_files=max_files, max_fields=16)
-    parser.spool_max_size = settings.spool_threshold_bytes  # instance attribute shadows the class default
+    receiver = _MultipartReceiver(settings, max_files)
     try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        if "too many files" in exc.message.lower():
-            raise ApiError(413, "too_many_files", f"at most {max_files} file(s) per request") from None
-        raise ApiError(400, "bad_multipart", f"malformed multipart body ({exc.message})") from None
-    files: list[UploadFile] = [v for k, v in form.multi_items() if k in _FILE_FIELDS and isinstance(v, UploadFile)]
-    uploads = [Upload(file=f.file, filename=f.filename or "upload", size=f.size or 0,
-                      content_type=f.content_type or "application/octet-stream") for f in files]
-    try:
-        if not files:
+        parser = MultipartParser(_boundary(request), receiver.callbacks())
+        async for chunk in _limited(request, limit):
+            parser.write(chunk)
+        parser.finalize()
+        if not receiver.ended:
+            raise ApiError(400, "bad_multipart", "malformed multipart body (it ends before its closing boundary)")
+        if not receiver.kept:
             raise ApiError(422, "missing_file", "no file: send the audio in a multipart field named 'file'")
-        if len(files) > max_files:
-            raise ApiError(413, "too_many_files", f"at most {max_files} file(s) per request, got {len(files)}")
-        for f in files:
-            if (f.size or 0) > settings.max_upload_bytes:
-                raise _too_large(settings.max_upload_bytes)
-    except ApiError:
-        for u in uploads:
-            u.close()
+    except MultipartParseError as exc:
+        _close(receiver.uploads)
+        raise ApiError(400, "bad_multipart", f"malformed multipart body ({exc})") from None
+    except BaseException:
+        _close(receiver.uploads)
         raise
-    return uploads
+    kept = {id(u) for u in receiver.kept}
+    _close([u for u in receiver.uploads if id(u) not in kept])
+    return receiver.kept
+
+
+def _close(uploads: list[Upload]) -> None:
+    for u in uploads:
+        u.close()

@@ -6,8 +6,15 @@ retraining; needs the ``[train]`` extra) and ``app`` (the FastAPI service; no to
 """
 
 import os
+from typing import TYPE_CHECKING
+
+from soundscape.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from soundscape.api import embed, predict
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "available_cpus", "embed", "predict"]
 
 
 def available_cpus() -> int:
@@ -16,3 +23,8 @@ def available_cpus() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # not Linux
         return max(os.cpu_count() or 1, 1)
+
+
+# ``soundscape.predict`` / ``soundscape.embed`` (:mod:`soundscape.api`) load the engine only when first used, so
+# ``import soundscape`` (the CLI, the service) stays light.
+__getattr__, __dir__ = lazy_exports(__name__, {"predict": "api", "embed": "api"}, __all__)

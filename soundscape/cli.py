@@ -14,12 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from soundscape import __version__
+from soundscape.extras import missing_extra
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "serve": ("app.cli", "Run the HTTP inference service (uvicorn) on the production model."),
     "analyze": ("soundscape.analyze.cli", "Analyse folders of recordings into detection files (resumable)."),
-    "train": ("training.cli_train", "Fine-tune a timm model on BirdCLEF-layout clips."),
+    "train": ("training.cli_train", "Fine-tune a timm model on BirdCLEF-layout clips (--backbone: train a head on "
+                                    "a frozen model's embeddings)."),
     "export": ("training.cli_export", "Export a training checkpoint to ONNX and register it in the store."),
     "retrain": ("training.cli_retrain", "Train a challenger, compare with production, promote if better."),
     "build-default-model": ("training.cli_default", "Rebuild the bundled default model from demo data."),
@@ -64,10 +66,23 @@ def _verb_of(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb. Returns its exit code; 2 (one line on stderr) when the verb needs an extra that is not
+    installed (:mod:`soundscape.extras`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = _verb_of(argv)
     if verb not in VERBS:
         verb = None
+    try:
+        return _run(argv, verb)
+    except ModuleNotFoundError as exc:
+        err = missing_extra(exc, f"soundscape {verb}")
+        if err is None:
+            raise
+        print(err, file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str], verb: str | None) -> int:
     parser = build_parser(verb)
     args = parser.parse_args(argv)
     if not args.verb:

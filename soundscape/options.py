@@ -10,8 +10,9 @@ option         rule                                           service (query)   
                                                                                       deprecated)
 ``top_k``      at most ``k`` labels per window, by falling    ``top_k``               ``--top-k``
                probability (``1 <= k <= 10000``)
-``species``    only these label codes (repeat or comma list), ``species``             ``--species``
-               every one a label of the model
+``species``    only these labels (repeat or comma list), each ``species``             ``--species``,
+               a code, common name, scientific name or                                ``--species-list``
+               BirdNET's ``Scientific_Common`` (any case)                             FILE (one a line)
 =============  =============================================  ======================  ===================
 
 Which formats the filters apply to is a rule of the format (:mod:`soundscape.render`): the JSON answer
@@ -25,6 +26,7 @@ shorter hops are refused everywhere (:data:`MIN_HOP_S`) rather than writing dupl
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -41,6 +43,8 @@ __all__ = [
     "TopK",
     "UnknownSpeciesError",
     "parse_species",
+    "read_species_list",
+    "resolve_species",
 ]
 
 MIN_HOP_S = 1.0
@@ -52,7 +56,8 @@ HOP_DOC = ("Step between window starts in seconds, at least 1 s (default: the mo
            "multiple of it (the answer's `postprocess` says).")
 THRESHOLD_DOC = "Only report probabilities >= this (JSON and detections; BirdCLEF rows keep every value)."
 TOP_K_DOC = "Only report the k most probable species per window (JSON and detections)."
-SPECIES_DOC = "Restrict results to these species codes; repeat the parameter or use a comma list."
+SPECIES_DOC = ("Restrict results to these species, in this order: codes, common names or scientific names (any "
+               "case; BirdNET's `Scientific name_Common name` too); repeat the parameter or use a comma list.")
 
 HopS = Annotated[float | None, Field(ge=MIN_HOP_S, le=MAX_HOP_S, description=HOP_DOC)]
 Threshold = Annotated[float | None, Field(ge=0, le=1, description=THRESHOLD_DOC)]
@@ -66,6 +71,52 @@ class UnknownSpeciesError(ValueError):
         super().__init__(f"species {unknown} are not labels of {card.name} v{card.version} "
                          f"(labels: {', '.join(card.codes)})")
         self.unknown = unknown
+
+
+def _species_names(card: ModelCard) -> dict[str, str]:
+    """Every accepted name of every label, lower-cased -> its code (the first label wins a shared name)."""
+    names: dict[str, str] = {}
+    for lab in card.labels:
+        for name in (lab.code, lab.common_name, lab.scientific_name, f"{lab.scientific_name}_{lab.common_name}"):
+            if name and name != "_":
+                names.setdefault(name.casefold(), lab.code)
+    return names
+
+
+def resolve_species(entries: Iterable[str], card: ModelCard) -> tuple[str, ...]:
+    """Label codes of ``entries`` (codes, common or scientific names, BirdNET's ``Scientific_Common``; any
+    case), in order, duplicates dropped.
+
+    Raises:
+        UnknownSpeciesError: entries that name no label of ``card``.
+    """
+    codes = set(card.codes)
+    names = _species_names(card)
+    found, unknown = [], []
+    for entry in entries:
+        code = entry if entry in codes else names.get(entry.strip().casefold())
+        (found if code else unknown).append(code or entry)
+    if unknown:
+        raise UnknownSpeciesError(unknown, card)
+    return tuple(dict.fromkeys(found))
+
+
+def read_species_list(path: str | Path) -> list[str]:
+    """A species-list file (BirdNET's ``--slist``): one code or name per line; blank lines and ``#`` comments
+    are skipped.
+
+    Raises:
+        ValueError: the file cannot be read or lists nothing.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"species list {path}: cannot read it ({exc})") from None
+    entries = [line.split("#", 1)[0].strip() for line in lines]
+    entries = [e for e in entries if e]
+    if not entries:
+        raise ValueError(f"species list {path}: lists no species (one code or name per line)")
+    return entries
 
 
 def parse_species(values: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -95,9 +146,16 @@ class ResultOptions(BaseModel):
         return parse_species(list(value))  # type: ignore[call-overload]
 
     def check(self, card: ModelCard) -> None:
-        """Raises :class:`UnknownSpeciesError` when a requested species is not one of ``card``'s labels."""
-        if self.species:
-            known = set(card.codes)
-            unknown = [c for c in self.species if c not in known]
-            if unknown:
-                raise UnknownSpeciesError(unknown, card)
+        """Raises :class:`UnknownSpeciesError` when a requested species names none of ``card``'s labels."""
+        self.for_card(card)
+
+    def for_card(self, card: ModelCard) -> ResultOptions:
+        """These options with ``species`` as ``card``'s label codes (names resolved by :func:`resolve_species`).
+
+        Raises:
+            UnknownSpeciesError: a requested species names none of the labels.
+        """
+        if not self.species:
+            return self
+        codes = resolve_species(self.species, card)
+        return self if codes == self.species else self.model_copy(update={"species": codes})

@@ -11,14 +11,23 @@ BirdCLEF CSV       ``row_id`` + one probability column per species              
                    (:func:`birdclef_csv`; the service's ``format=csv``)         and requested species
 detections         one row per (window, species) kept: CSV and Parquet          applied
                    (:func:`detections_csv`, :func:`detections_table`)
-Raven              Raven Pro selection table (:func:`raven`)                    applied
-Audacity           Audacity label track (:func:`audacity`)                      applied
+Raven              Raven Pro selection table with ``Begin Path`` and            applied
+                   ``File Offset (s)`` (:func:`raven`)
+Audacity           Audacity label track, common names (:func:`audacity`)       applied
+Kaleidoscope       Kaleidoscope-compatible CSV (:func:`kaleidoscope`)           applied
 embeddings         one row per window with its vector (:func:`embeddings_table`)  not applied
 =================  ===========================================================  ==========================
 
 ``species`` restricts every format to those labels (in the order asked). Probabilities are written with 6
 decimals, times of the JSON with 3. Detections are ordered by window, then by falling probability (ties in
-column order).
+column order). Every table names the model (name and version) in its rows, except BirdCLEF rows, whose
+columns the competition fixes (the service sends ``X-Model-Name``/``X-Model-Version``; ``soundscape analyze``
+writes the model to ``summary.json``), and Audacity labels, which are not a table.
+
+Tables of several files (:func:`combine`): the header once, then each file's rows in order; a Raven table's
+``Selection`` runs on and its ``Begin Time (s)``/``End Time (s)`` are on the files' joined timeline (each file
+starts where the previous one ended, as Raven lays out a file sequence), while ``Begin Path`` and
+``File Offset (s)`` still point into each recording.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,7 +53,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "COMBINABLE",
     "DETECTION_COLUMNS",
+    "KALEIDOSCOPE_COLUMNS",
     "RAVEN_COLUMNS",
     "TEXT_FORMATS",
     "Detection",
@@ -51,11 +63,13 @@ __all__ = [
     "birdclef_csv",
     "birdclef_header",
     "columns",
+    "combine",
     "detections",
     "detections_csv",
     "detections_table",
     "embeddings_table",
     "join_csv",
+    "kaleidoscope",
     "postprocess_header",
     "raven",
     "render_text",
@@ -65,10 +79,18 @@ __all__ = [
     "table",
 ]
 
-DETECTION_COLUMNS = ["file", "start_s", "end_s", "row_id", "code", "common_name", "scientific_name", "confidence"]
-# Raven Pro's selection table: its seven standard columns, then ours (annotations and measurements).
+DETECTION_COLUMNS = ["file", "start_s", "end_s", "row_id", "code", "common_name", "scientific_name", "confidence",
+                     "model", "model_version"]
+# Raven Pro's selection table: its seven standard columns, then the two measurements Raven uses to open the
+# recording at a selection ("Begin Path": the sound file; "File Offset (s)": the selection's start in it),
+# then our annotation columns.
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                 "High Freq (Hz)", "Begin File", "Species Code", "Common Name", "Confidence"]
+                 "High Freq (Hz)", "Begin Path", "File Offset (s)", "Begin File", "Species Code", "Common Name",
+                 "Confidence", "Model", "Model Version"]
+# Kaleidoscope's id.csv columns that locate an event (INDIR, FOLDER, IN FILE, CHANNEL, OFFSET, DURATION; in
+# its order) and its label column (MANUAL ID), then ours, lower-case as BirdNET-Analyzer's Kaleidoscope CSV.
+KALEIDOSCOPE_COLUMNS = ["INDIR", "FOLDER", "IN FILE", "CHANNEL", "OFFSET", "DURATION", "MANUAL ID",
+                        "common_name", "scientific_name", "confidence", "model", "model_version"]
 
 
 def row_id(stem: str, end_s: float) -> str:
@@ -207,7 +229,8 @@ def detections_csv(dets: list[Detection], card: ModelCard, source: str, stem: st
     """One row per detection: :data:`DETECTION_COLUMNS`."""
     names = {lab.code: lab for lab in card.labels}
     return table([[source, d.start_s, d.end_s, row_id(stem, d.end_s), d.code, names[d.code].common_name,
-                    names[d.code].scientific_name, _conf(d.confidence)] for d in dets], header=DETECTION_COLUMNS)
+                    names[d.code].scientific_name, _conf(d.confidence), card.name, card.version] for d in dets],
+                 header=DETECTION_COLUMNS)
 
 
 def detections_table(dets: list[Detection], card: ModelCard, source: str, stem: str) -> pa.Table:
@@ -218,30 +241,59 @@ def detections_table(dets: list[Detection], card: ModelCard, source: str, stem: 
     schema = pa.schema([pa.field("file", pa.string()), pa.field("start_s", pa.float64()),
                         pa.field("end_s", pa.float64()), pa.field("row_id", pa.string()),
                         pa.field("code", pa.string()), pa.field("common_name", pa.string()),
-                        pa.field("scientific_name", pa.string()), pa.field("confidence", pa.float32())])
+                        pa.field("scientific_name", pa.string()), pa.field("confidence", pa.float32()),
+                        pa.field("model", pa.string()), pa.field("model_version", pa.int64())])
     return pa.table({
         "file": [source] * len(dets), "start_s": [d.start_s for d in dets], "end_s": [d.end_s for d in dets],
         "row_id": [row_id(stem, d.end_s) for d in dets], "code": [d.code for d in dets],
         "common_name": [names[d.code].common_name for d in dets],
         "scientific_name": [names[d.code].scientific_name for d in dets],
         "confidence": np.asarray([d.confidence for d in dets], np.float32),
+        "model": [card.name] * len(dets), "model_version": [card.version] * len(dets),
     }, schema=schema)
 
 
+def _common(card: ModelCard) -> dict[str, str]:
+    """Code -> common name (the code when the card has none)."""
+    return {lab.code: lab.common_name or lab.code for lab in card.labels}
+
+
 def raven(dets: list[Detection], card: ModelCard, source: str) -> str:
-    """A Raven Pro selection table: tab-separated, the standard columns then ours (:data:`RAVEN_COLUMNS`);
-    one selection per detection, spanning the window in time and the front end's band in frequency."""
+    """A Raven Pro selection table: tab-separated, :data:`RAVEN_COLUMNS`; one selection per detection, spanning
+    the window in time and the front end's band in frequency. ``source`` is the recording's path (``Begin
+    Path``; absolute in ``soundscape analyze``), so Raven opens it at ``File Offset (s)``; in one file's table
+    ``Begin Time (s)`` equals the offset."""
     fe = card.frontend
-    names = {lab.code: lab for lab in card.labels}
+    common = _common(card)
+    name = PurePath(source).name
     return table([[i + 1, "Spectrogram 1", 1, f"{d.start_s:.4f}", f"{d.end_s:.4f}", f"{fe.fmin:g}", f"{fe.fmax:g}",
-                    source, d.code, names[d.code].common_name, _conf(d.confidence)] for i, d in enumerate(dets)],
-                  header=RAVEN_COLUMNS, delimiter="\t")
+                    source, f"{d.start_s:.4f}", name, d.code, common[d.code], _conf(d.confidence), card.name,
+                    card.version] for i, d in enumerate(dets)],
+                 header=RAVEN_COLUMNS, delimiter="\t")
 
 
-def audacity(dets: list[Detection]) -> str:
-    """An Audacity label track: ``start<TAB>end<TAB>code;confidence`` per detection, no header."""
-    return table([[f"{d.start_s:.6f}", f"{d.end_s:.6f}", f"{d.code};{_conf(d.confidence)}"] for d in dets],
-                  delimiter="\t")
+def audacity(dets: list[Detection], card: ModelCard) -> str:
+    """An Audacity label track: ``start<TAB>end<TAB>common name;code;confidence`` per detection, no header."""
+    common = _common(card)
+    return table([[f"{d.start_s:.6f}", f"{d.end_s:.6f}", f"{common[d.code]};{d.code};{_conf(d.confidence)}"]
+                  for d in dets], delimiter="\t")
+
+
+def kaleidoscope(dets: list[Detection], card: ModelCard, source: str, root: str | None = None) -> str:
+    """A Kaleidoscope-compatible CSV (:data:`KALEIDOSCOPE_COLUMNS`): ``INDIR`` the folder analysed (``root``;
+    default: the recording's folder), ``FOLDER`` the recording's sub-folder under it, ``IN FILE`` its name,
+    ``CHANNEL`` 0 (the mono mix), ``OFFSET``/``DURATION`` the window, ``MANUAL ID`` the species code."""
+    path = PurePath(source)
+    indir = PurePath(root) if root is not None else path.parent
+    try:
+        folder = path.parent.relative_to(indir).as_posix()
+    except ValueError:  # not under root
+        indir, folder = path.parent, ""
+    folder = "" if folder == "." else folder
+    names = {lab.code: lab for lab in card.labels}
+    return table([[str(indir) if str(indir) != "." else "", folder, path.name, 0, f"{d.start_s:.4f}",
+                   f"{d.end_s - d.start_s:.4f}", d.code, names[d.code].common_name, names[d.code].scientific_name,
+                   _conf(d.confidence), card.name, card.version] for d in dets], header=KALEIDOSCOPE_COLUMNS)
 
 
 def embeddings_table(pred: Prediction, source: str, stem: str) -> pa.Table:
@@ -268,17 +320,20 @@ TEXT_FORMATS: dict[str, str] = {
     "birdclef": ".submission.csv",
     "raven": ".selections.txt",
     "audacity": ".labels.txt",
+    "kaleidoscope": ".kaleidoscope.csv",
     "json": ".json",
 }
+# Formats whose tables of several files make one table (:func:`combine`); Parquet too (``soundscape analyze``).
+COMBINABLE = ("csv", "birdclef", "raven", "kaleidoscope")
 
 
 def render_text(fmt: str, pred: Prediction, card: ModelCard, opts: ResultOptions, *, source: str, stem: str,
-                dets: list[Detection] | None = None) -> str:
+                dets: list[Detection] | None = None, root: str | None = None) -> str:
     """One text format of a file's result, by its ``soundscape analyze`` name (:data:`TEXT_FORMATS`).
 
-    ``source`` fills the detections' file columns, ``stem`` the row ids; ``dets`` are
-    :func:`detections` of the same result and options when the caller has them. ``json`` carries no
-    timings, so re-rendering a result gives identical bytes.
+    ``source`` fills the detections' file columns (Raven's ``Begin Path``), ``stem`` the row ids, ``root`` the
+    Kaleidoscope ``INDIR``; ``dets`` are :func:`detections` of the same result and options when the caller has
+    them. ``json`` carries no timings, so re-rendering a result gives identical bytes.
 
     Raises:
         ValueError: an unknown format name.
@@ -292,4 +347,50 @@ def render_text(fmt: str, pred: Prediction, card: ModelCard, opts: ResultOptions
     dets = detections(pred, card, opts) if dets is None else dets
     if fmt == "csv":
         return detections_csv(dets, card, source, stem)
-    return raven(dets, card, source) if fmt == "raven" else audacity(dets)
+    if fmt == "kaleidoscope":
+        return kaleidoscope(dets, card, source, root)
+    return raven(dets, card, source) if fmt == "raven" else audacity(dets, card)
+
+
+def _shift_raven(part: str, first_selection: int, offset_s: float) -> tuple[list[str], int]:
+    """One file's Raven rows moved onto the joined timeline: selections from ``first_selection`` and
+    times + ``offset_s``; the next free selection number."""
+    begin, end = RAVEN_COLUMNS.index("Begin Time (s)"), RAVEN_COLUMNS.index("End Time (s)")
+    rows = []
+    for line in part.splitlines()[1:]:
+        cells = line.split("\t")
+        cells[0] = str(first_selection + len(rows))
+        cells[begin] = f"{float(cells[begin]) + offset_s:.4f}"
+        cells[end] = f"{float(cells[end]) + offset_s:.4f}"
+        rows.append("\t".join(cells) + "\n")
+    return rows, first_selection + len(rows)
+
+
+def combine(fmt: str, parts: Sequence[str], durations_s: Sequence[float], header: str | None = None) -> str:
+    """One table of several files' tables of format ``fmt`` (:data:`COMBINABLE`), in order.
+
+    Args:
+        fmt (str): the format's name.
+        parts (Sequence[str]): each file's table, header first, as :func:`render_text` wrote it.
+        durations_s (Sequence[float]): each file's duration (Raven: where the next file starts).
+        header (str, optional): the header line when there are no parts. (Default: the format's columns)
+
+    Raises:
+        ValueError: a format whose files do not make one table (``audacity``, ``json``).
+    """
+    if fmt not in COMBINABLE:
+        raise ValueError(f"{fmt} files do not combine into one table; the formats that do: {', '.join(COMBINABLE)}")
+    default = {"csv": DETECTION_COLUMNS, "raven": RAVEN_COLUMNS, "kaleidoscope": KALEIDOSCOPE_COLUMNS}
+    first = next((p.split("\n", 1)[0] for p in parts if p), None) or header
+    if first is None:
+        if fmt not in default:
+            raise ValueError(f"combining no {fmt} tables needs their header")
+        first = table([], header=default[fmt], delimiter="\t" if fmt == "raven" else ",").rstrip("\n")
+    if fmt != "raven":
+        return first + "\n" + "".join(p.split("\n", 1)[1] if "\n" in p else "" for p in parts)
+    out, selection, offset = [first + "\n"], 1, 0.0
+    for part, duration in zip(parts, durations_s, strict=True):
+        rows, selection = _shift_raven(part, selection, offset)
+        out += rows
+        offset += duration
+    return "".join(out)

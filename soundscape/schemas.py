@@ -25,7 +25,7 @@ __all__ = [
     "WindowResult",
 ]
 
-_PROBS_EXAMPLE = {"amered": 0.91, "comrav": 0.07}
+_PROBS_EXAMPLE = {"coptri": 0.91, "palwhi": 0.07}  # species of the bundled model
 
 
 class ErrorResponse(BaseModel):

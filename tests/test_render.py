@@ -2,8 +2,12 @@
 
 Expectations are written out literally (not our constants): a Raven Pro selection table is tab-separated
 with the header ``Selection  View  Channel  Begin Time (s)  End Time (s)  Low Freq (Hz)  High Freq (Hz)``
-followed by annotation columns; an Audacity label track is ``start<TAB>end<TAB>label`` lines, no header;
-a BirdCLEF submission is ``row_id`` (``<soundscape>_<end second>``) then one column per species.
+followed by measurement and annotation columns, among them ``Begin Path`` (the sound file) and ``File Offset
+(s)`` (the selection's start in it), which Raven uses to open the recording at a selection; in a table of
+several files ``Begin Time (s)`` runs on the files' joined timeline. An Audacity label track is
+``start<TAB>end<TAB>label`` lines, no header; a BirdCLEF submission is ``row_id`` (``<soundscape>_<end second>``)
+then one column per species; Kaleidoscope's CSV locates events with ``INDIR, FOLDER, IN FILE, CHANNEL, OFFSET,
+DURATION`` and labels them in ``MANUAL ID``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pydantic import ValidationError
 from soundscape import render
 from soundscape.analyze import AnalyzeSettings
 from soundscape.audio.functional import window_starts
-from soundscape.options import ResultOptions, UnknownSpeciesError
+from soundscape.options import ResultOptions, UnknownSpeciesError, read_species_list, resolve_species
 from soundscape.pipeline import AudioFacts, Prediction
 from soundscape.postprocess import PostprocessReport
 from tests.utils.models import tiny_card, tiny_frontend
@@ -43,20 +47,57 @@ def test_raven_selection_table_follows_ravens_layout():
     assert lines[-1] == ""  # newline-terminated
     assert lines[0].split("\t")[:7] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
                                         "Low Freq (Hz)", "High Freq (Hz)"]
+    assert lines[0].split("\t")[7:] == ["Begin Path", "File Offset (s)", "Begin File", "Species Code", "Common Name",
+                                        "Confidence", "Model", "Model Version"]
+    rest = "\t/data/site 1.wav\t{0}\tsite 1.wav\t{1}\t{2}\t{3}\tbirds\t3"
     assert lines[1:-1] == [
-        "1\tSpectrogram 1\t1\t0.0000\t5.0000\t50\t8000\t/data/site 1.wav\tamered\tAMERED\t0.900000",
-        "2\tSpectrogram 1\t1\t0.0000\t5.0000\t50\t8000\t/data/site 1.wav\tcomrav\tCOMRAV\t0.500000",
-        "3\tSpectrogram 1\t1\t0.0000\t5.0000\t50\t8000\t/data/site 1.wav\thouspa\tHOUSPA\t0.500000",
-        "4\tSpectrogram 1\t1\t10.0000\t15.0000\t50\t8000\t/data/site 1.wav\tbkcchi\tBKCCHI\t0.970000",
-        "5\tSpectrogram 1\t1\t10.0000\t15.0000\t50\t8000\t/data/site 1.wav\tcomrav\tCOMRAV\t0.960000",
+        "1\tSpectrogram 1\t1\t0.0000\t5.0000\t50\t8000" + rest.format("0.0000", "amered", "AMERED", "0.900000"),
+        "2\tSpectrogram 1\t1\t0.0000\t5.0000\t50\t8000" + rest.format("0.0000", "comrav", "COMRAV", "0.500000"),
+        "3\tSpectrogram 1\t1\t0.0000\t5.0000\t50\t8000" + rest.format("0.0000", "houspa", "HOUSPA", "0.500000"),
+        "4\tSpectrogram 1\t1\t10.0000\t15.0000\t50\t8000" + rest.format("10.0000", "bkcchi", "BKCCHI", "0.970000"),
+        "5\tSpectrogram 1\t1\t10.0000\t15.0000\t50\t8000" + rest.format("10.0000", "comrav", "COMRAV", "0.960000"),
     ]
 
 
+def test_raven_tables_of_several_files_share_one_timeline_and_keep_each_files_offsets():
+    opts = ResultOptions(threshold=0.5)
+    dets = render.detections(prediction(), CARD, opts)
+    a, b = render.raven(dets, CARD, "/data/a.wav"), render.raven(dets[:2], CARD, "/data/b.flac")
+    whole = [line.split("\t") for line in render.combine("raven", [a, b], [15.5, 15.0]).splitlines()]
+    parts = [line.split("\t") for text in (a, b) for line in text.splitlines()[1:]]
+    assert whole[0] == a.splitlines()[0].split("\t")
+    assert [r[0] for r in whole[1:]] == [str(i) for i in range(1, 8)]  # selections run on
+    assert [(r[3], r[4]) for r in whole[1:]] == [("0.0000", "5.0000")] * 3 + [("10.0000", "15.0000")] * 2 + [
+        ("15.5000", "20.5000")] * 2  # b's windows start where a (15.5 s) ends
+    assert [r[5:] for r in whole[1:]] == [r[5:] for r in parts]  # Begin Path, File Offset (s): unchanged
+    assert render.combine("raven", [], []).splitlines() == [a.splitlines()[0]]
+
+
+def test_kaleidoscope_csv_locates_each_detection_in_its_folder():
+    dets = render.detections(prediction(), CARD, ResultOptions(threshold=0.9))
+    rows = list(csv.reader(io.StringIO(render.kaleidoscope(dets, CARD, "/data/in/site2/x.flac", "/data/in"))))
+    assert rows[0][:7] == ["INDIR", "FOLDER", "IN FILE", "CHANNEL", "OFFSET", "DURATION", "MANUAL ID"]
+    assert rows[0][7:] == ["common_name", "scientific_name", "confidence", "model", "model_version"]
+    assert rows[1:] == [["/data/in", "site2", "x.flac", "0", "0.0000", "5.0000", "amered", "AMERED", "", "0.900000",
+                         "birds", "3"],
+                        ["/data/in", "site2", "x.flac", "0", "10.0000", "5.0000", "bkcchi", "BKCCHI", "", "0.970000",
+                         "birds", "3"],
+                        ["/data/in", "site2", "x.flac", "0", "10.0000", "5.0000", "comrav", "COMRAV", "", "0.960000",
+                         "birds", "3"]]
+    uploaded = list(csv.reader(io.StringIO(render.kaleidoscope(dets[:1], CARD, "x.flac"))))
+    assert uploaded[1][:3] == ["", "", "x.flac"]
+    two = render.combine("kaleidoscope", [render.kaleidoscope(dets, CARD, "a.wav"),
+                                          render.kaleidoscope(dets[:1], CARD, "b.wav")], [15.0, 15.0])
+    assert [r[2] for r in csv.reader(io.StringIO(two))] == ["IN FILE", "a.wav", "a.wav", "a.wav", "b.wav"]
+    with pytest.raises(ValueError, match="audacity"):
+        render.combine("audacity", [], [])
+
+
 def test_audacity_labels_are_start_end_label_lines_without_header():
-    text = render.audacity(render.detections(prediction(), CARD, ResultOptions(top_k=1)))
-    assert text == ("0.000000\t5.000000\tamered;0.900000\n"
-                    "5.000000\t10.000000\thouspa;0.400000\n"
-                    "10.000000\t15.000000\tbkcchi;0.970000\n")
+    text = render.audacity(render.detections(prediction(), CARD, ResultOptions(top_k=1)), CARD)
+    assert text == ("0.000000\t5.000000\tAMERED;amered;0.900000\n"  # common name; code; confidence
+                    "5.000000\t10.000000\tHOUSPA;houspa;0.400000\n"
+                    "10.000000\t15.000000\tBKCCHI;bkcchi;0.970000\n")
 
 
 def test_birdclef_rows_keep_every_window_and_the_requested_species_only():
@@ -77,10 +118,11 @@ def test_birdclef_rows_keep_every_window_and_the_requested_species_only():
 def test_detection_csv_rows():
     dets = render.detections(prediction(), CARD, ResultOptions(threshold=0.9))
     rows = list(csv.reader(io.StringIO(render.detections_csv(dets, CARD, "in/x.flac", "x"))))
-    assert rows == [["file", "start_s", "end_s", "row_id", "code", "common_name", "scientific_name", "confidence"],
-                    ["in/x.flac", "0.0", "5.0", "x_5", "amered", "AMERED", "", "0.900000"],
-                    ["in/x.flac", "10.0", "15.0", "x_15", "bkcchi", "BKCCHI", "", "0.970000"],
-                    ["in/x.flac", "10.0", "15.0", "x_15", "comrav", "COMRAV", "", "0.960000"]]
+    assert rows == [["file", "start_s", "end_s", "row_id", "code", "common_name", "scientific_name", "confidence",
+                     "model", "model_version"],
+                    ["in/x.flac", "0.0", "5.0", "x_5", "amered", "AMERED", "", "0.900000", "birds", "3"],
+                    ["in/x.flac", "10.0", "15.0", "x_15", "bkcchi", "BKCCHI", "", "0.970000", "birds", "3"],
+                    ["in/x.flac", "10.0", "15.0", "x_15", "comrav", "COMRAV", "", "0.960000", "birds", "3"]]
 
 
 def test_json_filters_threshold_top_k_species_in_that_order():
@@ -122,6 +164,24 @@ def test_species_are_parsed_and_checked_alike():
     assert AnalyzeSettings(inputs=["x"], out="/tmp/o", species=["comrav,amered"]).species == ["comrav", "amered"]
     with pytest.raises(UnknownSpeciesError, match="dodo"):
         ResultOptions(species=["dodo"]).check(CARD)
+
+
+def test_species_are_named_by_code_common_or_scientific_name_in_any_case(tmp_path):
+    card = CARD.model_copy(update={"labels": [
+        lab.model_copy(update={"common_name": f"Common {lab.code}", "scientific_name": f"Genus {lab.code}"})
+        for lab in CARD.labels]})
+    asked = ["houspa", "common AMERED", "GENUS comrav", "Genus bkcchi_Common bkcchi", "amered"]
+    assert resolve_species(asked, card) == ("houspa", "amered", "comrav", "bkcchi")
+    assert ResultOptions(species=["Common comrav,houspa"]).for_card(card).species == ("comrav", "houspa")
+    with pytest.raises(UnknownSpeciesError, match="Common dodo"):
+        resolve_species(["Common dodo"], card)
+    listed = tmp_path / "species.txt"
+    listed.write_text("\ufeff# a BirdNET-style list\nGenus houspa_Common houspa\n\n  amered  # kept\n")
+    assert read_species_list(listed) == ["Genus houspa_Common houspa", "amered"]
+    assert resolve_species(read_species_list(listed), card) == ("houspa", "amered")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="lists no species"):
+        read_species_list(tmp_path / "empty.txt")
 
 
 def test_min_conf_is_a_deprecated_alias_of_threshold():

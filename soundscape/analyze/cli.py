@@ -43,11 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="Report probabilities >= this in detections and JSON (default: 0.1; the service's "
                           "threshold).")
     res.add_argument("--min-conf", type=float, default=None, help="Deprecated name of --threshold.")
-    res.add_argument("--species", nargs="+", default=None, metavar="CODE",
-                     help="Only report these codes (the service's species).")
+    res.add_argument("--species", nargs="+", default=None, metavar="NAME",
+                     help="Only report these species: codes, common or scientific names (quote names with spaces; "
+                          "the service's species).")
+    res.add_argument("--species-list", default=None, metavar="FILE",
+                     help="Only report the species in FILE: one code or name per line, # comments (as BirdNET's "
+                          "--slist); joined to --species.")
     res.add_argument("--top-k", type=int, default=None, help="At most K species per window (the service's top_k).")
     res.add_argument("--format", dest="formats", nargs="+", default=["csv"], metavar="FMT",
                      help=f"Output formats, several at once: {', '.join(FORMATS)}.")
+    res.add_argument("--combine", action="store_true",
+                     help="Also write one table per format for the whole run: OUT/combined.detections.csv, "
+                          ".detections.parquet, .selections.txt (Raven: one timeline, Begin Path + File Offset), "
+                          ".kaleidoscope.csv (the BirdCLEF run table is always OUT/submission.csv).")
     res.add_argument("--embeddings", action="store_true", help="Also write per-window embeddings (Parquet).")
     run_ = parser.add_argument_group("execution")
     run_.add_argument("--engine", choices=["local", "ray"], default="local", help="Process pool or Ray Data.")
@@ -84,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in {
         "inputs": args.inputs, "out": args.out, "store": args.store, "name": args.name, "version": args.version,
         "model_dir": args.model_dir, "hop_s": args.hop_s, "threshold": threshold,
-        "species": _split(args.species), "top_k": args.top_k, "formats": _split(args.formats),
+        "species": _split(args.species), "species_list": args.species_list, "combine": args.combine or None,
+        "top_k": args.top_k, "formats": _split(args.formats),
         "embeddings": args.embeddings, "engine": args.engine, "workers": args.workers, "address": args.address,
         "num_cpus": args.num_cpus, "resume": args.resume, "block_s": args.block_s, "batch_size": args.batch_size,
     }.items() if v is not None}

@@ -2,7 +2,7 @@
 
 Both engines run :class:`~soundscape.analyze.worker.FileProcessor` on each pending file; only this
 driver appends to the journal and writes the run-level files (``failures.csv``, ``submission.csv``,
-``summary.json``), so the journal has one writer whatever the engine.
+``combined.*`` with ``--combine``, ``summary.json``), so the journal has one writer whatever the engine.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from tqdm import tqdm
 
 from model_store import VerifiedModel
 from soundscape import render
-from soundscape.options import UnknownSpeciesError
+from soundscape.options import UnknownSpeciesError, resolve_species
 from soundscape.postprocess import postprocess_report
 from soundscape.runtimes import RuntimeUnavailableError, require
 
 from .core import load_model
-from .formats import SUFFIXES, TMP_MARK, write_atomic
+from .formats import SUFFIXES, TMP_MARK, write_atomic, write_combined
 from .inputs import find_inputs
 from .journal import Journal, file_key
 from .settings import AnalyzeSettings
@@ -102,11 +102,23 @@ def run_local(model: VerifiedModel, settings: AnalyzeSettings, tasks: list[dict]
                 p.terminate()
 
 
-def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
+def _resolve_species(settings: AnalyzeSettings, model: VerifiedModel) -> AnalyzeSettings:
+    """``species`` and ``species_list`` as the model's label codes (names resolved; the journal keys on them).
+
+    Raises:
+        ValueError: an unreadable species list, or species that name no label of the model.
+    """
+    requested = settings.requested_species()
+    if requested is None:
+        return settings
     try:
-        settings.options().check(model.card)
+        codes = list(resolve_species(requested, model.card))
     except UnknownSpeciesError as exc:
         raise ValueError(str(exc)) from None
+    return settings.model_copy(update={"species": codes})
+
+
+def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
     if ("parquet" in settings.formats or settings.embeddings) and importlib.util.find_spec("pyarrow") is None:
         raise ValueError("--format parquet and --embeddings need pyarrow: pip install 'soundscape[batch]'")
     if settings.embeddings and model.card.embedding_output is None:
@@ -140,6 +152,7 @@ def run_analysis(settings: AnalyzeSettings, *, progress: bool = True) -> dict:
     out = Path(settings.out).resolve()
     settings = settings.model_copy(update={"out": out})
     model = load_model(settings)
+    settings = _resolve_species(settings, model)
     _check_settings(settings, model)
     files = find_inputs(settings.inputs)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,6 +215,8 @@ def _finish(settings: AnalyzeSettings, model: VerifiedModel, files: list, keys: 
         parts = [(out / (f.rel + SUFFIXES["birdclef"])).read_text(encoding="utf-8") for f, _ in done]
         text = render.join_csv(render.birdclef_header(model.card, settings.species), parts)
         write_atomic(out / SUBMISSION_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if settings.combine:
+        write_combined(out, model.card, settings.formats, [(f.rel, rec["duration_s"]) for f, rec in done])
     per_species: Counter = Counter()
     for _, rec in done:
         per_species.update(rec["detections"])

@@ -10,12 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from model_store import DEFAULT_MODEL_NAME, default_store_path
 from soundscape import available_cpus
-from soundscape.options import SPECIES_DOC, HopS, ResultOptions, Threshold, TopK, parse_species
+from soundscape.options import SPECIES_DOC, HopS, ResultOptions, Threshold, TopK, parse_species, read_species_list
 
 __all__ = ["FORMATS", "AnalyzeSettings", "OutputFormat"]
 
-OutputFormat = Literal["csv", "parquet", "birdclef", "raven", "audacity", "json"]
-FORMATS: tuple[str, ...] = ("csv", "parquet", "birdclef", "raven", "audacity", "json")
+OutputFormat = Literal["csv", "parquet", "birdclef", "raven", "audacity", "kaleidoscope", "json"]
+FORMATS: tuple[str, ...] = ("csv", "parquet", "birdclef", "raven", "audacity", "kaleidoscope", "json")
 
 
 class AnalyzeSettings(BaseModel):
@@ -39,8 +39,13 @@ class AnalyzeSettings(BaseModel):
     threshold: Threshold = Field(0.1, description="Report probabilities >= this: detections and JSON (the "
                                  "service's `threshold`; `min_conf` is its deprecated name).")
     species: list[str] | None = Field(None, description=SPECIES_DOC)
+    species_list: Path | None = Field(None, description="A file of species, one code or name per line (BirdNET's "
+                                      "--slist; `#` comments): joined to `species`.")
     top_k: TopK = None
     formats: list[OutputFormat] = Field(default_factory=lambda: ["csv"], min_length=1)
+    combine: bool = Field(False, description="Also write one table for the whole run per table format "
+                          "(OUT/combined.<suffix>: csv, parquet, raven, kaleidoscope; BirdCLEF's is always "
+                          "OUT/submission.csv).")
     embeddings: bool = Field(False, description="Also write per-window embeddings to Parquet.")
     engine: Literal["local", "ray"] = Field("local")
     workers: int = Field(default_factory=available_cpus, ge=1, le=1024, description="Worker processes / Ray actors.")
@@ -87,6 +92,15 @@ class AnalyzeSettings(BaseModel):
     def min_conf(self) -> float | None:
         """Deprecated name of :attr:`threshold`."""
         return self.threshold
+
+    def requested_species(self) -> list[str] | None:
+        """``species`` then the entries of ``species_list`` (not yet resolved against a model's labels).
+
+        Raises:
+            ValueError: the species list cannot be read or is empty.
+        """
+        listed = read_species_list(self.species_list) if self.species_list is not None else []
+        return [*(self.species or []), *listed] or None
 
     def options(self) -> ResultOptions:
         """The run's result options, as the service takes them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from model_store import VerifiedModel
 from soundscape.audio import AudioError
@@ -15,9 +15,14 @@ from .core import analyze_file
 from .formats import write_outputs
 from .settings import AnalyzeSettings
 
-__all__ = ["FileProcessor"]
+__all__ = ["FileProcessor", "input_root"]
 
 log = logging.getLogger(__name__)
+
+
+def input_root(path: str, rel: str) -> str:
+    """The folder a file was found under: ``path`` less the folders of its output name ``rel``."""
+    return str(Path(path).parents[len(PurePosixPath(rel).parts) - 1])
 
 
 class FileProcessor:
@@ -49,7 +54,7 @@ class FileProcessor:
         try:
             result = analyze_file(self.engine, task["path"], s)
             outputs, dets = write_outputs(Path(s.out) / task["rel"], task["path"], result, card, self.options,
-                                          s.formats, s.embeddings)
+                                          s.formats, s.embeddings, root=input_root(task["path"], task["rel"]))
         except AudioError as exc:
             return {**record, "status": "failed", "error_code": str(exc.code), "message": exc.message}
         except OSError as exc:

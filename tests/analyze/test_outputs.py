@@ -117,12 +117,16 @@ def test_every_format_agrees_with_the_service(run, recordings, store_root, servi
     assert_detections([(r["row_id"], r["code"], r["confidence"]) for r in table], doc)
 
     text = Path(f"{base}.selections.txt").read_text()
-    assert text.splitlines()[0] == RAVEN_STANDARD + "\tBegin File\tSpecies Code\tCommon Name\tConfidence"
-    assert all(line.count("\t") == 10 for line in text.splitlines())
+    assert text.splitlines()[0] == RAVEN_STANDARD + ("\tBegin Path\tFile Offset (s)\tBegin File\tSpecies Code"
+                                                     "\tCommon Name\tConfidence\tModel\tModel Version")
+    assert all(line.count("\t") == 14 for line in text.splitlines())
     raven = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
     assert {(r["View"], r["Channel"], r["Low Freq (Hz)"], r["High Freq (Hz)"]) for r in raven} == {
         ("Spectrogram 1", "1", "50", "8000")}  # the tiny front end's band
     assert [int(r["Selection"]) for r in raven] == list(range(1, len(raven) + 1))
+    assert {(r["Begin Path"], r["Begin File"], r["Model"], r["Model Version"]) for r in raven} <= {
+        (str(source), source.name, "birds", "1")}  # Raven opens the recording itself ...
+    assert all(r["File Offset (s)"] == r["Begin Time (s)"] for r in raven)  # ... at the detection
     by_start = {w["start_s"]: w["row_id"] for w in doc["windows"]}
     assert_detections([(by_start[float(r["Begin Time (s)"])], r["Species Code"], float(r["Confidence"]))
                        for r in raven], doc)
@@ -130,8 +134,9 @@ def test_every_format_agrees_with_the_service(run, recordings, store_root, servi
     labels = [line.split("\t") for line in Path(f"{base}.labels.txt").read_text().splitlines()]
     assert all(len(parts) == 3 and float(parts[0]) < float(parts[1]) for parts in labels)  # no header line
     assert len(labels) == len(raven)
-    assert_detections([(by_start[float(s)], lab.split(";")[0], float(lab.split(";")[1])) for s, _, lab in labels],
+    assert_detections([(by_start[float(s)], lab.split(";")[1], float(lab.split(";")[2])) for s, _, lab in labels],
                       doc)
+    assert all(lab.split(";")[0] == lab.split(";")[1].upper() for _, _, lab in labels)  # the tiny card's common names
 
     with open(f"{base}.submission.csv", newline="") as f:
         sub = list(csv.DictReader(f))

@@ -99,12 +99,14 @@ def test_downloads_are_the_renderers_output_for_the_kept_result(server):
                 for code, p in sorted(w["probabilities"].items(), key=lambda kv: -kv[1])]
     raven = _rows(get("raven", threshold=0.3).text, "\t")
     assert raven[0][:3] == ["Selection", "View", "Channel"] and len(raven) - 1 == len(expected)
-    assert [(r[3], r[4], r[8], r[10]) for r in raven[1:]] == expected
-    assert {r[7] for r in raven[1:]} <= {"dawn.wav"}
+    assert [(r[3], r[4], r[10], r[12]) for r in raven[1:]] == expected
+    assert {(r[7], r[8], r[9]) for r in raven[1:]} == {("dawn.wav", r[3], "dawn.wav") for r in raven[1:]}
     detections = _rows(get("csv", threshold=0.3).text)
     assert [(r[4], r[7]) for r in detections[1:]] == [(e[2], e[3]) for e in expected]
     audacity = _rows(get("audacity", threshold=0.3).text, "\t")
-    assert [r[2] for r in audacity] == [f"{e[2]};{e[3]}" for e in expected]
+    assert [r[2].split(";", 1)[1] for r in audacity] == [f"{e[2]};{e[3]}" for e in expected]
+    kaleidoscope = _rows(get("kaleidoscope", threshold=0.3).text)
+    assert [(r[2], r[4], r[6], r[9]) for r in kaleidoscope[1:]] == [("dawn.wav", e[0], e[2], e[3]) for e in expected]
 
 
 @pytest.mark.parametrize(("path", "params", "status", "code"), [

@@ -19,6 +19,8 @@ _ERRORS = {
     409: {"model": ErrorResponse, "description": "The version was refused (checksum, load or warm-up failed); "
                                                  "the previous model keeps serving."},
 }
+_PROMOTE_ERRORS = {**_ERRORS, 422: {"model": ErrorResponse,
+                                    "description": "The version is not an integer from 1 to 1000000."}}
 
 
 def _ref(model: ServedModel | None) -> ModelRef | None:
@@ -41,7 +43,7 @@ async def reload(_: AdminDep, manager: ManagerDep) -> ReloadResponse:
                           load_ms=round(served.load_s * 1000, 1) if previous is not served else 0.0)
 
 
-@router.post("/promote/{version}", response_model=ReloadResponse, responses=_ERRORS,
+@router.post("/promote/{version}", response_model=ReloadResponse, responses=_PROMOTE_ERRORS,
              summary="Verify and warm a version, mark it production, then serve it")
 async def promote(version: Annotated[int, Path(ge=1, le=1_000_000, description="Version to promote.",
                                                examples=[2])],

@@ -21,6 +21,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 VersionPath = Annotated[int, Path(ge=1, le=1_000_000, description="Version number.", examples=[1])]
 CURVES_FILE = "metrics.csv"  # written by training beside each registered version
 _MAX_CURVES_BYTES = 4 * 1024 * 1024
+_BAD_VERSION = {"model": ErrorResponse, "description": "The version is not an integer from 1 to 1000000."}
 
 
 def _number(text: str) -> float | None:
@@ -51,7 +52,8 @@ async def list_models(model: ModelDep, manager: ManagerDep) -> ModelsResponse:
 
 
 @router.get("/{version}", response_model=ModelVersionResponse, summary="One version's card",
-            responses={404: {"model": ErrorResponse, "description": "No such version (or its card is invalid)."}})
+            responses={404: {"model": ErrorResponse, "description": "No such version (or its card is invalid)."},
+                       422: _BAD_VERSION})
 async def get_model(version: VersionPath, manager: ManagerDep) -> ModelVersionResponse:
     try:
         card, production = await asyncio.to_thread(
@@ -66,7 +68,8 @@ async def get_model(version: VersionPath, manager: ManagerDep) -> ModelVersionRe
 
 @router.get("/{version}/curves", response_model=TrainingCurves, summary="One version's training curves",
             responses={404: {"model": ErrorResponse, "description": "No such version, or it keeps no "
-                                                                    "metrics.csv (e.g. an imported model)."}})
+                                                                    "metrics.csv (e.g. an imported model)."},
+                       422: _BAD_VERSION})
 async def get_curves(version: VersionPath, manager: ManagerDep) -> TrainingCurves:
     folder = manager.store.version_dir(manager.name, version)
     if not folder.is_dir():

@@ -73,10 +73,15 @@ _SUGGEST = {"min_conf": "threshold", "min-conf": "threshold", "hop": "hop_s", "h
 HopQuery = Annotated[float | None, Query(ge=MIN_HOP_S, le=MAX_HOP_S, description=HOP_DOC, examples=[2.5])]
 ThresholdQuery = Annotated[float | None, Query(ge=0, le=1, description=THRESHOLD_DOC, examples=[0.5])]
 TopKQuery = Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description=TOP_K_DOC, examples=[3])]
-SpeciesQuery = Annotated[list[str] | None, Query(description=SPECIES_DOC, examples=[["amered", "comrav"]])]
-FormatQuery = Annotated[Literal["json", "csv"], Query(
-    description="`json` (PredictResponse, or BatchResponse for a batch) or `csv` (BirdCLEF submission rows: a "
-    "header `row_id,<code>,...`, one row per window; a batch's files one after the other, under one header).",
+SpeciesQuery = Annotated[list[str] | None, Query(description=SPECIES_DOC, examples=[["coptri", "Pale Whistler"]])]
+FormatQuery = Annotated[Literal["json", "csv", "detections", "raven", "audacity", "kaleidoscope"], Query(
+    description="`json` (PredictResponse, or BatchResponse for a batch); `csv`: BirdCLEF submission rows (a header "
+    "`row_id,<code>,...`, one row per window, every requested species, no threshold); the tables of `soundscape "
+    "analyze` (threshold/top_k/species applied, model name and version in every row): `detections` (CSV, one row "
+    "per window and species kept), `raven` (Raven Pro selection table: `Begin Path` is the upload's file name, "
+    "`File Offset (s)` the window's start), `audacity` (label track: one recording, so not for a batch), "
+    "`kaleidoscope` (Kaleidoscope-compatible CSV). A batch's files come one after the other under one header "
+    "(Raven: on one timeline, selections numbered on).",
     examples=["json"])]
 
 
@@ -103,8 +108,10 @@ OptionsDep = Annotated[ResultOptions, Depends(result_options)]
     "/predict",
     response_model=PredictResponse,
     summary="Species probabilities for every window of one recording",
-    responses={**ERRORS, 200: {"description": "Per-window probabilities (JSON), or CSV rows with format=csv.",
-                                "content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={**ERRORS, 200: {"description": "Per-window probabilities (JSON), or the table of `format` (CSV, or "
+                                "tab-separated text for raven and audacity).",
+                                "content": {"text/csv": {"schema": {"type": "string"}},
+                                            "text/plain": {"schema": {"type": "string"}}}}},
     openapi_extra=BODY_DOC,
 )
 async def predict(request: Request, model: ModelDep, predictor: PredictorDep, opts: OptionsDep,
@@ -116,9 +123,10 @@ async def predict(request: Request, model: ModelDep, predictor: PredictorDep, op
     "/predict/batch",
     response_model=BatchResponse,
     summary="Several recordings in one request; one result or error each",
-    responses={**ERRORS, 200: {"description": "One result or error per file (JSON), or the BirdCLEF rows of "
-                                "every file that succeeded with format=csv (failures in `X-Failed-Files`).",
-                                "content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={**ERRORS, 200: {"description": "One result or error per file (JSON), or the table of `format` of "
+                                "every file that succeeded (failures in `X-Failed-Files`).",
+                                "content": {"text/csv": {"schema": {"type": "string"}},
+                                            "text/plain": {"schema": {"type": "string"}}}}},
     openapi_extra=_BATCH_BODY_DOC,
 )
 async def predict_batch(request: Request, model: ModelDep, predictor: PredictorDep, opts: OptionsDep,

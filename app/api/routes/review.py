@@ -35,11 +35,12 @@ TokenPath = Annotated[str, Path(pattern=_PROGRESS_PATTERN, description="The uplo
                                 examples=[_PROGRESS_EXAMPLE])]
 ResultIdPath = Annotated[str, Path(pattern=_RESULT_ID_PATTERN, description="The id from POST /v1/review.",
                                    examples=["q3Jx0n8rYk2c1Zb7Lw4mAa"])]
-DownloadFormat = Annotated[Literal["birdclef", "csv", "raven", "audacity", "json"], Query(
+DownloadFormat = Annotated[Literal["birdclef", "csv", "raven", "audacity", "kaleidoscope", "json"], Query(
     description="soundscape analyze's format names: `birdclef` (BirdCLEF rows, every window and species: the "
     "same bytes as /v1/predict?format=csv), `csv` (detections: one row per window and species kept), `raven` "
-    "(Raven Pro selection table), `audacity` (label track), `json` (the /v1/predict answer, without timings). "
-    "threshold/top_k/species filter all but `birdclef` (species: that one too).", examples=["raven"])]
+    "(Raven Pro selection table), `audacity` (label track), `kaleidoscope` (Kaleidoscope-compatible CSV), "
+    "`json` (the /v1/predict answer, without timings). threshold/top_k/species filter all but `birdclef` "
+    "(species: that one too).", examples=["raven"])]
 
 
 def review_options(request: Request, hop_s: HopQuery = None, threshold: ThresholdQuery = None,
@@ -74,7 +75,8 @@ async def review(request: Request, model: ModelDep, reviewer: ReviewerDep,
     "/progress/{token}",
     response_model=ReviewProgress,
     summary="How far an upload sent with ?progress=token has got",
-    responses={404: {"model": ErrorResponse, "description": "No upload with this token (yet, or any more)."}},
+    responses={404: {"model": ErrorResponse, "description": "No upload with this token (yet, or any more)."},
+               422: {"model": ErrorResponse, "description": "A token that is not 8-64 of A-Z a-z 0-9 _ -."}},
 )
 async def review_progress(token: TokenPath, reviewer: ReviewerDep) -> ReviewProgress:
     found = reviewer.progress.get(token)
@@ -85,7 +87,7 @@ async def review_progress(token: TokenPath, reviewer: ReviewerDep) -> ReviewProg
 
 @router.get(
     "/{result_id}/download",
-    summary="A reviewed result as BirdCLEF CSV, detections CSV, Raven, Audacity or JSON",
+    summary="A reviewed result as BirdCLEF CSV, detections CSV, Raven, Audacity, Kaleidoscope or JSON",
     response_class=Response,
     responses={
         200: {"description": "The file, as an attachment (the renderers of `soundscape analyze`).",

@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 const LABEL_WIDTH = 180;
 const MAX_HEATMAP_ROWS = 60;
 const MAX_TABLE_ROWS = 500;
-const FORMATS = ["birdclef", "csv", "raven", "audacity", "json"];
+const FORMATS = ["birdclef", "csv", "raven", "audacity", "kaleidoscope", "json"];
 
 const state = {
   body: null, image: null, species: [], starts: [], step: 5, windowS: 5, axisS: 0, pxPerS: 1, view: null,
