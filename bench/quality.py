@@ -148,7 +148,8 @@ def train_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Nam
         soundscapes_dir=data / "soundscapes", validation="pseudo_soundscapes",  # labelled: logged, never selects
         out_dir=work / f"{recipe}-seed{seed}", cache_dir=work / "cache", batch_size=args.batch_size, seed=seed,
         max_steps_per_epoch=args.max_steps_per_epoch, num_workers=args.num_workers,
-        **(recipe_fields(recipe, data) | backbone | ({"epochs": args.epochs} if args.epochs else {})))
+        **(recipe_fields(recipe, data) | backbone | ({"epochs": args.epochs} if args.epochs else {})
+           | ({"self_training": {"rounds": 0}} if recipe in ABLATIONS and args.ablation_round0 else {})))
     shutil.rmtree(cfg.out_dir, ignore_errors=True)
     t0 = time.perf_counter()
     result = train(cfg)
@@ -157,7 +158,8 @@ def train_run(recipe: str, seed: int, data: Path, work: Path, args: argparse.Nam
     if embedded.is_file():
         parts = json.loads(embedded.read_text())
         seconds_embedding = parts["train"]["seconds"] + sum(v["seconds"] for v in parts["validation"].values())
-    return result.best_checkpoint, {"train_seconds": seconds, "epochs_run": len(result.history),
+    return result.best_checkpoint, {"train_seconds": seconds, "self_training_rounds": cfg.self_training.rounds,
+                                    "epochs_run": len(result.history),
                                     **({"embedding_seconds": seconds_embedding} if embedded.is_file() else {}),
                                     "samples_seen": int(sum(h["samples"] for h in result.history)),
                                     "samples_per_s": float(np.median([h["samples_per_s"] for h in result.history])),
@@ -398,13 +400,26 @@ def ablation(runs: list[dict]) -> list[dict]:
             pairs = [(r["unsmoothed"], r) for r in full.values() if "unsmoothed" in r]
         elif name == "field-no_selftraining" and not any(r["recipe"] == name for r in runs):
             pairs = [(r["teacher"], r) for r in full.values() if "teacher" in r]  # round 0 of the same run
-        else:
-            pairs = [(r, full[r["seed"]]) for r in runs if r["recipe"] == name and r["seed"] in full]
+        else:  # a run without self-training is compared with the full recipe's round 0 (same seed)
+            pairs = [(r, _reference(r, full[r["seed"]])) for r in runs if r["recipe"] == name and r["seed"] in full]
+            pairs = [(a, f) for a, f in pairs if f is not None]
         if pairs:
             rows.append({"removed": name.removeprefix("field-no_").removeprefix("field-"),
+                         "compared": "round 0 vs round 0" if _round0(pairs[0][0], name) else "final models",
                          "seeds": sorted(f["seed"] for _, f in pairs),
                          **{m: [round(a[m] - f[m], 4) for a, f in pairs] for m in METRICS}})
     return rows
+
+
+def _round0(row: dict, name: str) -> bool:
+    """Whether an ablation run stopped at round 0 (``--ablation-round0``) while the full recipe self-trains."""
+    return name != "field-no_selftraining" and row.get("self_training_rounds", 1) == 0
+
+
+def _reference(row: dict, full: dict) -> dict | None:
+    """What an ablation run is compared with: the full recipe's final model, or its round 0 (the teacher)
+    when the ablation run was stopped at round 0."""
+    return full.get("teacher") if _round0(row, row["recipe"]) else full
 
 
 def markdown(results: dict) -> str:
@@ -431,9 +446,10 @@ def markdown(results: dict) -> str:
                  f"{rnd['rare_species_ap']:.4f} | {rnd['micro_f1_at_0_5']:.4f} | | | |")
     if results["ablation"]:
         lines += ["", "## Ablation: the field recipe with one part removed (difference to the full recipe, per seed)",
-                  "", "| removed | seeds | padded cmAP | macro ROC-AUC | rare-species AP | micro F1 @0.5 |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {a['removed']} | {a['seeds']} | " + " | ".join(str(a[m]) for m in METRICS) + " |"
+                  "", "| removed | seeds | compared | padded cmAP | macro ROC-AUC | rare-species AP | micro F1 @0.5 |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {a['removed']} | {a['seeds']} | {a.get('compared', 'final models')} | "
+                  + " | ".join(str(a[m]) for m in METRICS) + " |"
                   for a in results["ablation"]]
         lines += ["", "`smoothing`: the same ONNX file served without the card's smoothing; `selftraining` (unless "
                   "run as its own recipe): round 0 of the same run, the teacher, trained exactly as with "
@@ -490,6 +506,10 @@ def main() -> int:
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers.")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / ".work" / "quality",
                         help="Runs, stores and the generated data (kept for inspection).")
+    parser.add_argument("--ablation-round0", action="store_true",
+                        help="Train the ablation recipes without self-training and compare each with the full "
+                             "recipe's round 0 of the same seed (half the time; measures the part's effect on "
+                             "the first model).")
     parser.add_argument("--reuse", action="store_true",
                         help="Reuse the runs already saved in <work-dir>/rows/ (same data) instead of retraining.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where quality.json and quality.md go.")
