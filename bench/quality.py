@@ -406,7 +406,7 @@ def ablation(runs: list[dict]) -> list[dict]:
         if pairs:
             rows.append({"removed": name.removeprefix("field-no_").removeprefix("field-"),
                          "compared": "round 0 vs round 0" if _round0(pairs[0][0], name) else "final models",
-                         "seeds": sorted(f["seed"] for _, f in pairs),
+                         "seeds": sorted(a.get("seed", f.get("seed")) for a, f in pairs),
                          **{m: [round(a[m] - f[m], 4) for a, f in pairs] for m in METRICS}})
     return rows
 
