@@ -544,7 +544,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "gpu": _gpu_name()},
         "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in load1],
-        "idle": load0[0] < 0.5 * (os.cpu_count() or 1),
+        "idle": max(load0[0], load1[0]) < 0.5 * (os.cpu_count() or 1),  # idle at both ends
         "windows": len(windows), "rare_species": rare, "clips_per_species": counts,
         "summary": summarise(runs), "ablation": ablation(runs), "random": random_row(windows, codes, rare),
         "heads": heads_summary(runs, combined), "combined": combined,
