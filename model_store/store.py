@@ -11,13 +11,13 @@ Layout::
 Writes are atomic: a version is assembled in a hidden temp folder and renamed into place, and the
 pointer is replaced with ``os.replace``. A crash leaves either the old state or the new one, never half
 a version, and readers (a running service) never see a partial write. Registrations and promotions hold
-an exclusive ``flock`` on ``<root>/<name>/.lock`` so concurrent writers cannot race for a version number.
+an exclusive lock on ``<root>/<name>/.lock`` (``filelock``: works on every platform) so concurrent writers
+cannot race for a version number. The bundled store is read-only (:mod:`model_store.locations`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -34,13 +34,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .card import CARD_FILE, HEAD_FILE, MODEL_FILES, ModelCard, sha256_file
+from .locations import POINTER_FILE, WRITE_BUNDLED_ENV, is_bundled
 
 __all__ = ["POINTER_FILE", "ModelStore", "StoreError", "StoreErrorCode", "VerifiedModel", "load_folder",
            "verified_files"]
 
 log = logging.getLogger(__name__)
 
-POINTER_FILE = "production.json"
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -52,6 +52,7 @@ class StoreErrorCode(StrEnum):
     BAD_CARD = "invalid_card"
     BAD_NAME = "invalid_model_name"
     NO_HISTORY = "nothing_to_roll_back"
+    READ_ONLY = "read_only_store"
 
 
 class StoreError(Exception):
@@ -282,6 +283,7 @@ class ModelStore:
         """
         name = card.name
         self._check_name(name)
+        self.check_writable()
         if (card.head is None) != (head_path is None):
             raise ValueError("a head file goes with a card that has a head, and only with one")
         folder = self._model_dir(name)
@@ -338,6 +340,7 @@ class ModelStore:
 
     def cleanup(self, name: str) -> int:
         """Remove leftovers of interrupted registrations; returns how many were removed."""
+        self.check_writable()
         removed = 0
         for p in self._model_dir(name).glob(".incoming-*"):
             shutil.rmtree(p, ignore_errors=True)
@@ -387,13 +390,18 @@ class ModelStore:
         self._write_pointer(name, version, history)
         log.info("promoted %s v%d to production", name, version)
 
+    def check_writable(self) -> None:
+        """Raise ``read_only_store`` for the bundled store (:mod:`model_store.locations`)."""
+        if is_bundled(self.root) and os.environ.get(WRITE_BUNDLED_ENV) != "1":
+            raise StoreError(StoreErrorCode.READ_ONLY, f"{self.root} is the bundled store, which is read-only: write "
+                                                       "to the user store (the default) or give --store")
+
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
+        from filelock import FileLock
+
+        self.check_writable()
         folder = self._model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with FileLock(folder / ".lock"):
+            yield

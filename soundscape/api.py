@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model_store import CARD_FILE, DEFAULT_MODEL_NAME, ModelStore, VerifiedModel, default_store_path, load_folder
+from model_store import CARD_FILE, DEFAULT_MODEL_NAME, ModelStore, VerifiedModel, load_folder, serving_store_path
 from soundscape.audio import resample, stream
 from soundscape.extras import require
 from soundscape.inference import Engine
@@ -62,7 +62,8 @@ def _engine(model: VerifiedModel) -> Engine:
 
 def load_engine(model: ModelArg = None, *, store: str | os.PathLike | None = None,
                 version: int | None = None) -> Engine:
-    """The engine of ``model``: a model name in ``store`` (default: the bundled store's ``birds``), a version
+    """The engine of ``model``: a model name in ``store`` (default: ``birds`` in the serving store, the user store
+    when it has a production version of it, else the bundled one: :mod:`model_store.locations`), a version
     folder (``card.json`` + its model file), or an :class:`Engine` (returned as is). The model's sha256 is
     checked on every call; engines are cached by model file and sha256.
 
@@ -76,8 +77,9 @@ def load_engine(model: ModelArg = None, *, store: str | os.PathLike | None = Non
             raise ValueError(f"version={version} and a model folder ({model}) are exclusive")
         verified = load_folder(Path(model))
     else:
-        root = Path(store) if store is not None else default_store_path()
-        verified = ModelStore(root).load(str(model or DEFAULT_MODEL_NAME), version)
+        name = str(model or DEFAULT_MODEL_NAME)
+        root = Path(store) if store is not None else serving_store_path(name)
+        verified = ModelStore(root).load(name, version)
     return _engine(verified)
 
 

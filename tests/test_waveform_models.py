@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
-from model_store import ModelCard, ModelStore
+from model_store import ModelCard, ModelStore, default_store_path
 from soundscape.audio import FrontendConfig, decode
 from soundscape.inference import sigmoid
 from tests.utils.models import (
@@ -199,9 +199,16 @@ def test_bad_imports_give_one_line_naming_the_file(tmp_path, waveform_files, cas
     assert not ModelStore(tmp_path / "store").versions("birds")
 
 
-def test_imports_never_go_into_the_bundled_store(waveform_files):
-    out = soundscape("models", "import", str(waveform_files[0]), "--labels", str(waveform_files[1]))
+def test_imports_never_go_into_the_bundled_store(waveform_files, monkeypatch, tmp_path):
+    out = soundscape("models", "import", str(waveform_files[0]), "--labels", str(waveform_files[1]), "--store",
+                     str(default_store_path()))
     assert out.returncode == 2 and "bundled store" in out.stderr and "Traceback" not in out.stderr
+    assert ModelStore(default_store_path()).versions("birds") == [1]
+    monkeypatch.setenv("SOUNDSCAPE_STORE_PATH", str(tmp_path / "user"))
+    out = soundscape("models", "import", str(waveform_files[0]), "--labels", str(waveform_files[1]), "--input",
+                     "waveform", "--sample-rate", "16000", "--window-s", "2")  # no --store: the user store
+    assert out.returncode == 0, out.stderr
+    assert ModelStore(tmp_path / "user").production("birds") == 1
 
 
 def test_make_store_builds_waveform_stores(tmp_path):

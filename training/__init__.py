@@ -1,4 +1,5 @@
-"""Fine-tuning timm models on log-mel spectrograms of BirdCLEF-layout data.
+"""Fine-tuning timm models on log-mel spectrograms of labelled clips (BirdCLEF layout, species folders or Raven
+selection tables: :mod:`training.inputs`).
 
 Settings, metrics, checkpoint I/O and ``train`` import no torch at import time, so ``import training``
 and ``soundscape train --help`` are instant; the names that need torch (``create_model``, ``Augmenter``,

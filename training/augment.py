@@ -249,10 +249,12 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
       less the quarter kept for validation beds: :func:`training.pseudo_soundscapes.split_unlabelled`),
       chosen by the pseudo-soundscape bed rule: the quietest ``pseudo.bed_quiet_fraction`` of each
       recording's windows by 1-11 kHz power (fewest unlabelled birds), from at most ``MAX_BED_RECORDINGS``
-      recordings spread over them, at most :data:`MAX_TRAINING_BEDS` windows.
+      recordings spread over them, at most :data:`MAX_TRAINING_BEDS` windows;
+    - with Raven tables, their recordings' stretches with no box (:func:`training.inputs.raven_negatives`).
 
     Unreadable files go to ``problems``.
     """
+    from .inputs import raven_negatives
     from .pseudo_soundscapes import MAX_BED_RECORDINGS, split_unlabelled, spread
     from .validation import quiet_windows
 
@@ -270,6 +272,7 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
         windows, _ = quiet_windows(spread(files, MAX_BED_RECORDINGS), cache, problems, cfg.frontend.sample_rate,
                                    cfg.frontend.window_samples, cfg.pseudo.bed_quiet_fraction, workers=workers)
         beds += spread(list(windows), MAX_TRAINING_BEDS)
+    beds += raven_negatives(cfg, cache, problems)  # the unannotated stretches of Raven-annotated recordings
     if not beds:
         log.warning("no bed recording (backgrounds_dir, unlabelled_dir): bed mixing is off")
     return beds

@@ -2,7 +2,8 @@
 
 Steps: generate the demo dataset (``small``, fixed seed) -> fine-tune ``tf_efficientnet_lite0`` from its
 ImageNet weights with the full recipe -> export and check -> int8 if the soundscape metric holds within
-``--tolerance``, else fp32 -> register and promote into the store (``model_store/default`` by default).
+``--tolerance``, else fp32 -> register and promote into the store (the user store by default; the bundled
+``model_store/default`` is read-only unless ``SOUNDSCAPE_WRITE_BUNDLED=1``, for maintainers rebuilding it).
 The result must be under ``--max-mb`` (15 MB).
 
 Smoke settings (``--max-steps-per-epoch``) are refused for the bundled store: they would ship an
@@ -17,13 +18,14 @@ import logging
 import time
 from pathlib import Path
 
-from model_store import DEFAULT_MODEL_NAME, default_store_path
+from model_store import DEFAULT_MODEL_NAME, add_write_store_argument
+from model_store.locations import is_bundled
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", type=Path, default=default_store_path(), help="Store to register into.")
+    add_write_store_argument(parser)
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name.")
     parser.add_argument("--work-dir", type=Path, default=Path("build/default-model"),
                         help="Demo data, audio cache and the training run go here.")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from training.quantize import QuantizeConfig
     from training.register import PublishConfig, publish
 
-    if args.max_steps_per_epoch is not None and Path(args.store).resolve() == default_store_path().resolve():
+    if args.max_steps_per_epoch is not None and is_bundled(args.store):
         log.error("--max-steps-per-epoch is for smoke runs: refusing to write an undertrained model into the "
                   "bundled store %s (pass --store SCRATCH)", args.store)
         return 2

@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from model_store import DEFAULT_MODEL_NAME, default_store_path
+from model_store import DEFAULT_MODEL_NAME, add_write_store_argument
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Export the checkpoints (at least two, same labels and front end) as ONE ONNX graph: "
                              "its probabilities are the mean of the members' (logits = logit(mean of the "
                              "sigmoids)), its embedding the members' embeddings concatenated. No int8.")
-    parser.add_argument("--store", type=Path, default=default_store_path(), help="Model store root.")
+    add_write_store_argument(parser)
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="Try int8 (static QDQ); registered only if the metric drops by <= --tolerance.")

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from model_store import DEFAULT_MODEL_NAME, default_store_path
+from model_store import DEFAULT_MODEL_NAME, add_write_store_argument
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="Batch size.")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps per epoch.")
     parser.add_argument("--seed", type=int, default=None, help="Random seed.")
-    parser.add_argument("--store", type=Path, default=default_store_path(), help="Model store root.")
+    add_write_store_argument(parser)
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
     parser.add_argument("--metric", choices=list(get_args(Metric)), default="padded_cmap",
                         help="Decision metric, scored on the labelled soundscapes when given, else on one "

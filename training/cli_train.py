@@ -1,5 +1,6 @@
-"""``soundscape train``: fine-tune a timm model on BirdCLEF-layout clips, or (``--backbone``) train a head on a
-frozen model's embeddings of them (:mod:`training.embedding_head`).
+"""``soundscape train``: fine-tune a timm model on labelled clips (BirdCLEF layout, one folder per species or Raven
+selection tables: :mod:`training.inputs`), or (``--backbone``) train a head on a frozen model's embeddings of them
+(:mod:`training.embedding_head`).
 
 Settings come from ``--config config.json`` (a :class:`~training.config.TrainConfig` as JSON) and/or the
 flags; a flag given on the command line overrides the file. Every field of
@@ -25,8 +26,9 @@ log = logging.getLogger("soundscape.train")
 
 # flag dest -> TrainConfig field
 _FIELDS = {
-    "metadata": "metadata", "audio_root": "audio_root", "soundscapes_labels": "soundscapes_labels",
-    "soundscapes_dir": "soundscapes_dir", "backgrounds": "backgrounds_dir", "taxonomy": "taxonomy",
+    "metadata": "metadata", "audio_root": "audio_root", "species_dirs": "species_dirs",
+    "soundscapes_labels": "soundscapes_labels", "soundscapes_dir": "soundscapes_dir", "backgrounds": "backgrounds_dir",
+    "taxonomy": "taxonomy",
     "out": "out_dir", "cache_dir": "cache_dir", "arch": "arch", "pretrained": "pretrained",
     "checkpoint": "checkpoint", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
     "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "loss": "loss",
@@ -37,6 +39,10 @@ _FIELDS = {
     "validation": "validation", "call_crop_p": "call_crop_p", "amp": "amp",
     "channels_last": "channels_last", "backbone": "backbone", "backbone_store": "backbone_store", "head": "head",
 }
+
+# flag dest -> RavenConfig field (TrainConfig.raven)
+_RAVEN = {"raven_tables": "tables", "raven_audio": "audio_dir", "raven_species_column": "species_column",
+          "raven_negatives": "negatives_per_recording"}
 
 AUG_PREFIX = "aug_"  # flag dest of AugmentConfig field <name>: aug_<name>; the flag: --aug-<name with dashes>
 
@@ -89,12 +95,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--config", type=Path, help="TrainConfig as JSON; flags override its values.")
     data.add_argument("--metadata", type=Path, help="train_metadata.csv.")
     data.add_argument("--audio-root", type=Path, help="Folder the metadata's filenames are relative to.")
+    data.add_argument("--species-dirs", type=Path, metavar="DIR",
+                      help="Train on one folder per species instead: DIR/<species code>/*.wav (any audio format).")
+    data.add_argument("--raven-tables", type=Path, metavar="PATH",
+                      help="Train on Raven selection tables instead: each box a labelled crop, the rest of each "
+                           "recording negative windows. A Raven selection table (tab-separated .txt, or .csv) or a "
+                           "folder of them.")
+    data.add_argument("--raven-audio", type=Path, metavar="DIR")
+    data.add_argument("--raven-species-column", metavar="NAME")
+    data.add_argument("--raven-negatives", type=int, metavar="N")
     data.add_argument("--soundscapes-labels", type=Path, help="soundscape_labels.csv (validation).")
     data.add_argument("--soundscapes-dir", type=Path, help="Folder of the labelled soundscape recordings.")
     data.add_argument("--backgrounds", type=Path, help="Folder of background recordings to mix in.")
     data.add_argument("--unlabelled", type=Path,
                       help="Folder of the site's unlabelled recordings (beds of the pseudo-soundscape validation).")
-    data.add_argument("--taxonomy", type=Path, help="taxonomy.csv (names of the species).")
+    data.add_argument("--taxonomy", type=Path, help="Species names: eBird taxonomy (SPECIES_CODE, PRIMARY_COM_NAME, "
+                      "SCI_NAME), BirdCLEF taxonomy.csv (primary_label, ...) or species_code, common_name.")
     data.add_argument("--out", type=Path, help="Run directory (checkpoints, metrics.csv, curves.png).")
     data.add_argument("--cache-dir", type=Path, help="Decoded-audio cache (None: next to the run).")
     model = parser.add_argument_group("model")
@@ -152,18 +168,20 @@ def _document_defaults(parser: argparse.ArgumentParser) -> None:
     """
     from pydantic_core import PydanticUndefined
 
-    from .config import TrainConfig
+    from .config import RavenConfig, TrainConfig
 
-    fields = TrainConfig.model_fields
     for action in parser._actions:
-        name = _FIELDS.get(action.dest)
+        name, fields = _FIELDS.get(action.dest), TrainConfig.model_fields
+        if action.dest in _RAVEN:
+            name, fields = _RAVEN[action.dest], RavenConfig.model_fields
         if name is None or name not in fields:
             continue
         field = fields[name]
         default = field.get_default(call_default_factory=True)
         shown = "required" if default is PydanticUndefined else default
         text = action.help or field.description or ""
-        action.help = f"{text} (default: {shown})".strip()
+        given_with_raven = default is PydanticUndefined and action.dest in _RAVEN  # the Raven input itself
+        action.help = text if given_with_raven else f"{text} (default: {shown})".strip()
         action.default = argparse.SUPPRESS  # absent from args unless given; build_config uses getattr
 
 
@@ -190,6 +208,9 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, dest, None)
         if value is not None:
             values[name] = value
+    raven = {name: getattr(args, dest) for dest, name in _RAVEN.items() if getattr(args, dest, None) is not None}
+    if raven:
+        values["raven"] = {**(values.get("raven") or {}), **raven}
     if getattr(args, "no_augment", False):
         values["augment"] = AugmentConfig.off().model_dump()
     flags = {name: getattr(args, f"{AUG_PREFIX}{name}") for name in AugmentConfig.model_fields
@@ -199,14 +220,16 @@ def build_config(args: argparse.Namespace):
         if not isinstance(base, dict):
             raise ValueError(f"'augment' must be a JSON object of AugmentConfig fields, not {base!r}")
         values["augment"] = {**base, **flags}
-    missing = [flag for flag, name in (("--metadata", "metadata"), ("--audio-root", "audio_root"),
-                                       ("--out", "out_dir")) if name not in values]
-    if missing:
-        raise ValueError(f"missing required setting(s) {missing} (give the flags or --config)")
+    if "out_dir" not in values:
+        raise ValueError("missing required setting ['--out'] (give the flag or --config)")
+    if not any(values.get(name) for name in ("metadata", "species_dirs", "raven")):
+        raise ValueError("missing the training input: --metadata with --audio-root, --species-dirs or --raven-tables "
+                         "(or --config)")
     for name in ("metadata", "taxonomy", "soundscapes_labels"):
         if values.get(name) is not None and not Path(values[name]).is_file():
             raise FileNotFoundError(f"{name.replace('_', '-')} file not found: {values[name]}")
-    for name in ("audio_root", "soundscapes_dir", "backgrounds_dir", "unlabelled_dir", "backbone_store"):
+    for name in ("audio_root", "species_dirs", "soundscapes_dir", "backgrounds_dir", "unlabelled_dir",
+                 "backbone_store"):
         if values.get(name) is not None and not Path(values[name]).is_dir():
             raise FileNotFoundError(f"{name.replace('_', '-')} folder not found: {values[name]}")
     return TrainConfig.model_validate(values)

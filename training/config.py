@@ -18,8 +18,8 @@ from soundscape.audio import FrontendConfig
 from .metrics import Metric
 from .pseudo_soundscapes import PseudoSoundscapeConfig
 
-__all__ = ["HEAD_DEFAULTS", "VALIDATION_SETS", "AugmentConfig", "HeadTrainingConfig", "SelfTrainingConfig",
-           "TrainConfig", "ValidationSet"]
+__all__ = ["HEAD_DEFAULTS", "VALIDATION_SETS", "AugmentConfig", "HeadTrainingConfig", "RavenConfig",
+           "SelfTrainingConfig", "TrainConfig", "ValidationSet", "training_audio"]
 
 ValidationSet = Literal["pseudo_soundscapes", "clips", "soundscapes"]
 VALIDATION_SETS: tuple[ValidationSet, ...] = ("pseudo_soundscapes", "clips", "soundscapes")
@@ -184,6 +184,28 @@ class HeadTrainingConfig(BaseModel):
     backbone_threads: int = Field(1, ge=1, description="Backbone runtime threads while embedding.")
 
 
+def training_audio(train_config: dict[str, Any]) -> str | None:
+    """The folder of a run's training audio, from its saved config (a checkpoint's ``train_config``)."""
+    raven = train_config.get("raven") or {}
+    return train_config.get("audio_root") or train_config.get("species_dirs") or raven.get("audio_dir")
+
+
+class RavenConfig(BaseModel):
+    """Raven selection tables of long recordings (see :mod:`training.inputs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tables: Path = Field(..., description="A Raven selection table (tab-separated .txt, or .csv) or a folder of them.")
+    audio_dir: Path | None = Field(None, description="Folder of the recordings: used when a table has no 'Begin Path' "
+                                   "(or it does not exist here); a table without one names its recording "
+                                   "<recording>.Table.1.selections.txt.")
+    species_column: str | None = Field(None, description="Column holding the species code (None: the first of "
+                                       "Species, Annotation, code, label, class).")
+    negatives_per_recording: int = Field(20, ge=0, description="Most unannotated windows of each recording kept as "
+                                         "negatives (mixing beds), spread over it.")
+    negative_margin_s: float = Field(1.0, ge=0, description="Gap kept between a negative window and any box, s.")
+
+
 class TrainConfig(BaseModel):
     """Everything one training run needs.
 
@@ -204,14 +226,21 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     # data
-    metadata: Path = Field(..., description="train_metadata.csv (primary_label, secondary_labels, filename).")
-    audio_root: Path = Field(..., description="Folder the metadata's filenames are relative to.")
+    metadata: Path | None = Field(None, description="BirdCLEF layout: train_metadata.csv (primary_label, "
+                                  "secondary_labels, filename), with audio_root.")
+    audio_root: Path | None = Field(None, description="Folder the metadata's filenames are relative to.")
+    species_dirs: Path | None = Field(None, description="One folder per species: <species_dirs>/<code>/*.wav (any "
+                                      "audio format the project reads).")
+    raven: RavenConfig | None = Field(None, description="Raven selection tables of long recordings: annotation "
+                                      "boxes become labelled crops, the unannotated stretches negative windows.")
     soundscapes_labels: Path | None = Field(None, description="soundscape_labels.csv for validation.")
     soundscapes_dir: Path | None = Field(None, description="Folder of <soundscape_id>.<ext> recordings.")
     backgrounds_dir: Path | None = Field(None, description="Background recordings for mixing.")
     unlabelled_dir: Path | None = Field(
         None, description="The site's unlabelled recordings: beds of the pseudo-soundscape validation.")
-    taxonomy: Path | None = Field(None, description="taxonomy.csv (primary_label, common_name, scientific_name).")
+    taxonomy: Path | None = Field(None, description="Species names: eBird (SPECIES_CODE, PRIMARY_COM_NAME, SCI_NAME), "
+                                  "BirdCLEF (primary_label, common_name, scientific_name) or species_code, "
+                                  "common_name; columns matched case-insensitively.")
     out_dir: Path = Field(..., description="Run directory: checkpoints, metrics.csv, curves.png, problems.csv.")
     cache_dir: Path | None = Field(None, description="Decoded-audio cache (default: <out_dir>/../.audio_cache).")
     # model
@@ -224,7 +253,8 @@ class TrainConfig(BaseModel):
         "backbone_store as name[:version], or a store version folder (or its card.json). Such a run's defaults for "
         "epochs, lr and early_stopping_patience are 40, 3e-3 and 10.")
     backbone_store: Path | None = Field(None, description="Store that backbone names are looked up in (default: "
-                                        "the bundled store).")
+                                        "the user store when it has a production version of the name, else the "
+                                        "bundled store).")
     head: Literal["linear", "mlp"] = Field("linear", description="The head trained on the backbone's embeddings: "
                                            "linear, or mlp (one hidden ReLU layer).")
     head_training: HeadTrainingConfig = Field(default_factory=HeadTrainingConfig,
@@ -285,6 +315,13 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        inputs = {"metadata": self.metadata, "species_dirs": self.species_dirs, "raven": self.raven}
+        given = [name for name, value in inputs.items() if value is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one training input (metadata with audio_root, species_dirs or raven), "
+                             f"not {given or 'none'}")
+        if (self.metadata is None) != (self.audio_root is None):
+            raise ValueError("metadata and audio_root must be given together")
         if (self.soundscapes_labels is None) != (self.soundscapes_dir is None):
             raise ValueError("soundscapes_labels and soundscapes_dir must be given together")
         if self.validation == "soundscapes" and self.soundscapes_labels is None:
@@ -302,6 +339,11 @@ class TrainConfig(BaseModel):
     def holds_out(self) -> bool:
         """Whether clips are held out (every validation but labelled soundscapes)."""
         return self.validation != "soundscapes"
+
+    @property
+    def source(self) -> Path:
+        """The training input's file or folder (the metadata, the species folders or the Raven tables)."""
+        return self.metadata or self.species_dirs or self.raven.tables
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,9 +29,6 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from soundscape.audio import AUDIO_EXTENSIONS, AudioError, decode
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 __all__ = [
     "AudioCache",
@@ -52,7 +48,6 @@ __all__ = [
     "read_taxonomy",
     "sampling_weights",
     "holdout_split",
-    "load_clips",
     "TrainingSet",
     "WindowDataset",
 ]
@@ -156,12 +151,34 @@ def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict
     return rows
 
 
+# taxonomy shapes, columns matched case-insensitively: eBird (eBird_Taxonomy_v2021.csv), BirdCLEF, plain
+TAXONOMY_COLUMNS = {"code": ("primary_label", "species_code", "code"),
+                    "common_name": ("common_name", "primary_com_name"),
+                    "scientific_name": ("scientific_name", "sci_name")}
+
+
+def _taxonomy_column(columns: Sequence[str], role: str) -> str | None:
+    lower = {c.strip().lower(): c for c in columns}
+    return next((lower[name] for name in TAXONOMY_COLUMNS[role] if name in lower), None)
+
+
 def read_taxonomy(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """``{code: {"common_name", "scientific_name"}}`` from ``taxonomy.csv``."""
-    rows = read_csv_rows(path, ["primary_label"])
-    return {r["primary_label"].strip(): {"common_name": (r.get("common_name") or "").strip(),
-                                         "scientific_name": (r.get("scientific_name") or "").strip()}
-            for r in rows if r["primary_label"].strip()}
+    """``{code: {"common_name", "scientific_name"}}`` of a taxonomy file in any of the :data:`TAXONOMY_COLUMNS`
+    shapes: eBird (``SPECIES_CODE``, ``PRIMARY_COM_NAME``, ``SCI_NAME``), BirdCLEF (``primary_label``,
+    ``common_name``, ``scientific_name``) or ``species_code, common_name``; column names in any case.
+
+    Raises:
+        ValueError: no code column (the message names the accepted ones).
+    """
+    rows = read_csv_rows(path, [])
+    columns = list(rows[0]) if rows else []
+    code = _taxonomy_column(columns, "code")
+    if code is None:
+        raise ValueError(f"{path}: missing a species code column (one of {list(TAXONOMY_COLUMNS['code'])}, any "
+                         f"case); found {columns}")
+    names = {role: _taxonomy_column(columns, role) for role in ("common_name", "scientific_name")}
+    return {r[code].strip(): {role: (r.get(col) or "").strip() if col else "" for role, col in names.items()}
+            for r in rows if (r[code] or "").strip()}
 
 
 def _parse_secondary(text: str) -> list[str]:
@@ -313,17 +330,17 @@ def holdout_split(clips: Sequence[Clip], val_fraction: float, seed: int, cache: 
     for code in sorted(by_label):
         idx = by_label[code]
         if len(idx) == 1:
-            samples = cache.load(clips[idx[0]].path)
+            samples = clips[idx[0]].samples(cache)
             split[idx[0]] = _tail_start(np.asarray(samples), cache.sample_rate, tail)
         else:
             n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
             held.update(int(i) for i in rng.permutation(idx)[:n_val])
     train, val = [], []
     for i, clip in enumerate(clips):
-        if i in split:
-            end = len(cache.load(clip.path)) / cache.sample_rate
-            train.append(replace(clip, span=(0.0, split[i])))
-            val.append(replace(clip, span=(split[i], end)))
+        if i in split:  # within the clip's own span (a crop of a long recording)
+            begin, end = clip.span or (0.0, len(cache.load(clip.path)) / cache.sample_rate)
+            train.append(replace(clip, span=(begin, begin + split[i])))
+            val.append(replace(clip, span=(begin + split[i], end)))
         else:
             (val if i in held else train).append(clip)
     return train, val
@@ -471,20 +488,6 @@ class AudioCache:
             if error is not None:
                 problems.add("unreadable_audio", file, error)
         return [e is None for e in errors]
-
-
-def load_clips(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *,
-               workers: int = 1) -> tuple[list[Clip], dict[str, str]]:
-    """The run's usable clips: metadata read and checked, every file decoded into ``cache``.
-
-    Returns:
-        tuple: the usable clips (metadata order) and the common names found in the metadata.
-    """
-    taxonomy = read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None
-    clips, names = read_metadata(cfg.metadata, cfg.audio_root, problems, taxonomy=taxonomy,
-                                 min_rating=cfg.min_rating)
-    usable = cache.prepare([c.path for c in clips], problems, workers=workers, desc="decoding clips")
-    return [c for c, ok in zip(clips, usable, strict=True) if ok], names
 
 
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model_store import CARD_FILE, ModelStore, StoreError, VerifiedModel, default_store_path, load_folder
+from model_store import CARD_FILE, ModelStore, StoreError, VerifiedModel, load_folder, serving_store_path
 from soundscape.inference import Engine
 
 from .augment import Augmenter
@@ -75,7 +75,7 @@ class Embedded:
 
 
 def load_backbone(spec: str, store: Path | None = None) -> VerifiedModel:
-    """The backbone a head is trained on: ``name[:version]`` in ``store`` (default: the bundled store), or a
+    """The backbone a head is trained on: ``name[:version]`` in ``store`` (default: the serving store), or a
     version folder (or its ``card.json``), verified; it must have an embedding output and no head.
 
     Raises:
@@ -90,7 +90,7 @@ def load_backbone(spec: str, store: Path | None = None) -> VerifiedModel:
             name, _, version = spec.partition(":")
             if version and not version.isdigit():
                 raise ValueError(f"backbone {spec!r}: the version after ':' must be a number")
-            model = ModelStore(store or default_store_path()).load(name, int(version) if version else None)
+            model = ModelStore(store or serving_store_path(name)).load(name, int(version) if version else None)
     except StoreError as exc:
         raise ValueError(f"backbone {spec!r}: {exc.message}") from None
     card = model.card

@@ -45,6 +45,7 @@ from model_store import (
 from model_store.card import Postprocess
 from soundscape.inference import Engine, EngineError
 
+from .config import training_audio
 from .embedding_head import HEAD_INPUT, HEAD_OUTPUT, EmbeddingHead, HeadCheckpoint, head_onnx
 from .export import ExportError, real_windows
 from .register import RUN_FILES, PublishConfig
@@ -136,7 +137,7 @@ def _backbone(ckpt: HeadCheckpoint) -> VerifiedModel:
 
 def _parity_windows(ckpt: HeadCheckpoint, model: ModelCard, cfg: PublishConfig) -> np.ndarray:
     sources = [str(p) for p in cfg.audio or []]
-    root = ckpt.train_config.get("audio_root")
+    root = training_audio(ckpt.train_config)
     if not sources and root and Path(root).is_dir():
         sources = [root]
     if not sources:

@@ -42,12 +42,12 @@ from .data import (
     WindowDataset,
     build_labels,
     holdout_split,
-    load_clips,
     make_targets,
     read_taxonomy,
     sampling_weights,
 )
 from .evaluate import ValidationData
+from .inputs import load_clips
 
 if TYPE_CHECKING:
     from .self_training import PseudoLabels
@@ -131,7 +131,7 @@ def prepare_data(cfg: TrainConfig, ctx: _Dist | None = None, pseudo: PseudoLabel
     if ctx.main:
         ctx.barrier()
     if not clips:
-        raise ValueError(f"{cfg.metadata}: no usable clip ({len(problems)} problems, e.g. "
+        raise ValueError(f"{cfg.source}: no usable clip ({len(problems)} problems, e.g. "
                          f"{[p.file for p in problems.problems[:3]]})")
     labels = [Label.model_validate(label) for label in
               build_labels(clips, read_taxonomy(cfg.taxonomy) if cfg.taxonomy else None, names)]
@@ -157,7 +157,7 @@ def prepare_data(cfg: TrainConfig, ctx: _Dist | None = None, pseudo: PseudoLabel
     summary = DataSummary(
         train_clips=len(train_clips), val_clips=len(held_out), val_soundscapes=scapes.n_soundscapes if scapes else 0,
         clips_per_label={c: sum(1 for clip in train_clips if clip.primary == c) for c in codes},
-        source=str(cfg.metadata), skipped_files=len(problems.files() - {p.file for p in problems.problems
+        source=str(cfg.source), skipped_files=len(problems.files() - {p.file for p in problems.problems
                                                                         if p.kind == "bad_row"}),
     )
     if ctx.main:

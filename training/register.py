@@ -39,6 +39,7 @@ from model_store.card import Postprocess
 from soundscape.audio import Frontend, FrontendConfig
 
 from .checkpoint import Checkpoint, SelectionInfo
+from .config import training_audio
 from .evaluate import Evaluation, ValidationData, evaluate_model, load_validation, unregistered_model
 from .export import (
     ENSEMBLE_COMBINE,
@@ -312,7 +313,7 @@ def _parity_images(ckpt: Checkpoint, path: Path, cfg: PublishConfig,
     if validation is not None:
         return spread_images(ckpt.frontend, validation.windows, cfg.export.parity_windows)
     sources = list(cfg.audio or [])
-    root = ckpt.train_config.get("audio_root")
+    root = training_audio(ckpt.train_config)
     if not sources and root and Path(root).is_dir():
         sources = [root]
     if not sources:

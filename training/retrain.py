@@ -163,6 +163,7 @@ def retrain(cfg: RetrainConfig) -> RetrainReport:
         report_dir = report_dir or train_cfg.out_dir
         report.run_dir = str(train_cfg.out_dir)
         for p in (train_cfg.soundscapes_labels, train_cfg.soundscapes_dir, train_cfg.metadata, train_cfg.audio_root,
+                  train_cfg.species_dirs, train_cfg.raven.tables if train_cfg.raven else None,
                   train_cfg.unlabelled_dir):
             if p is not None and not Path(p).exists():
                 raise FileNotFoundError(f"{p} does not exist")

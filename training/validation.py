@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .data import AudioCache, Clip, ProblemReport, crop, holdout_split, list_audio_files, load_clips, make_targets
+from .data import AudioCache, Clip, ProblemReport, crop, holdout_split, list_audio_files, make_targets
 from .evaluate import ValidationData
+from .inputs import load_clips
 from .pseudo_soundscapes import bed_windows, build_pseudo_soundscapes, generated_beds, split_unlabelled
 from .soundscapes import load_soundscapes
 

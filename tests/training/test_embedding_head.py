@@ -122,6 +122,25 @@ def test_a_head_learns_separable_data(head_run):
     assert ckpt.train_config["lr"] == 3e-3  # a head's own default (HEAD_DEFAULTS), fine-tuning's is 1e-3
 
 
+def test_a_head_trains_on_raven_tables(head_data, backbone_store, tmp_path):
+    """A --backbone run takes a Raven input like the BirdCLEF layout (training.inputs: the same clip list)."""
+    with open(head_data / "soundscape_labels.csv", newline="") as f:
+        boxes = [(float(r["end_time"]), code) for r in csv.DictReader(f) for code in r["birds"].split()
+                 if code != "nocall"]
+    table = tmp_path / "S01.Table.1.selections.txt"
+    table.write_text("Selection\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\n" + "".join(
+        f"{i}\t{end - 5}\t{end}\t500\t7000\t{code}\n" for i, (end, code) in enumerate(boxes, start=1)))
+    config = tmp_path / "head.json"
+    config.write_text(json.dumps({"epoch_samples": 64, "head_training": {"crops_per_clip": 2},
+                                  "pseudo": {"n_windows": 24, "block_windows": 24}}))
+    out = tmp_path / "run"
+    assert main(["--log-level", "WARNING", "train", "--backbone", "backbone", "--backbone-store", str(backbone_store),
+                 "--raven-tables", str(table), "--raven-audio", str(head_data / "soundscapes"), "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--config", str(config)]) == 0
+    ckpt = HeadCheckpoint.load(out / "best.pt")
+    assert ckpt.codes == sorted({code for _, code in boxes}) and ckpt.train_config["raven"]["tables"] == str(table)
+
+
 def test_embeddings_are_cached_and_a_second_run_computes_none(head_run, head_data, backbone_store):
     first = json.loads((head_run / "embeddings.json").read_text())
     assert first["train"]["computed"] == first["train"]["windows"] == 4 * 8  # 4 crops of 8 training clips
