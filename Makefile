@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP) $(SERVE_STAMP)
 
-.PHONY: install install-serve serve test lint audit security reliability load ui docker-check
+.PHONY: install install-serve serve test lint audit security reliability load soak ui docker-check
 install: $(STAMP)
 install-serve: $(SERVE_STAMP)
 
@@ -60,6 +60,10 @@ reliability: $(STAMP)
 # The full load run: writes bench/results/load.json and load.md.
 load: $(STAMP)
 	$(VENV)/bin/python bench/load.py --store model_store/default --concurrency 8 --duration 60 --seconds 60
+
+# The soak run (30 minutes, mixed, slow, silent and disconnecting clients, two hot reloads): bench/results/soak.*
+soak: $(STAMP)
+	$(VENV)/bin/python bench/soak.py --minutes 30
 
 # The web page in headless Chromium (tests/ui): screenshots and the draw time go to bench/results/ui/.
 ui: $(STAMP)

@@ -5,9 +5,9 @@ waits for a free run slot (``max_concurrent_batches``), then keeps taking queued
 holds ``max_batch_size`` windows or ``max_wait_ms`` has passed since the first item arrived. The model
 runs in a dedicated thread pool, so the event loop keeps accepting uploads while it computes.
 
-Guarantees: every future is resolved (result or exception), a request cancelled while queued is dropped
-before its run, a run's error is propagated to every request in the batch, and the queue is bounded:
-a request that would push it past ``max_queue_windows`` gets :class:`QueueFullError` at once.
+Guarantees: every future is resolved (result or exception), a request cancelled while queued (its client
+went away) leaves the queue at once, a run's error is propagated to every request in the batch, and the
+queue is bounded: a request that would push it past ``max_queue_windows`` gets :class:`QueueFullError` at once.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class BatcherClosedError(RuntimeError):
     """The batcher was closed (shutdown or model swap) before the request was queued."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the queue removes a cancelled caller's own items
 class _Item:
     images: np.ndarray  # (n, ...) one request's chunk: n windows, any trailing shape (image, model windows)
     future: asyncio.Future
@@ -145,8 +145,7 @@ class DynamicBatcher:
         try:
             outs = await asyncio.gather(*(item.future for item in items))
         except BaseException:
-            for item in items:  # a cancelled caller: its queued chunks are dropped by the loop
-                item.future.cancel()
+            self._drop(items)  # a cancelled caller (client gone, shutdown): its queued chunks leave the queue now
             raise
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
@@ -169,6 +168,16 @@ class DynamicBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- internals -------------------------------------------------------------------------------
+    def _drop(self, items: list[_Item]) -> None:
+        """Cancel ``items``; those still queued leave the queue (and its count) at once."""
+        for item in items:
+            item.future.cancel()
+            try:
+                self._items.remove(item)
+            except ValueError:  # already taken by the loop: it skips cancelled items
+                continue
+            self._add_queued(-len(item))
+
     def _add_queued(self, n: int) -> None:
         self._queued += n
         if self.metrics:

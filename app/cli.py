@@ -28,6 +28,10 @@ _OVERRIDES = {
     "max_concurrent_requests": "max_concurrent_requests",
     "max_upload_bytes": "max_upload_bytes",
     "max_duration_s": "max_duration_s",
+    "header_timeout_s": "header_timeout_s",
+    "body_idle_timeout_s": "body_idle_timeout_s",
+    "max_uploads_in_progress": "max_uploads_in_progress",
+    "max_uploads_per_client": "max_uploads_per_client",
 }
 
 
@@ -35,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``soundscape serve`` (defaults come from the settings, so none are shown here)."""
     parser.add_argument("--host", default=None, help="Interface to bind (setting: host, default 127.0.0.1).")
     parser.add_argument("--port", type=int, default=None, help="TCP port (setting: port, default 8000).")
-    parser.add_argument("--store", default=None, help="Model store root (setting: store_path; default: bundled).")
+    parser.add_argument("--store", default=None, help="Model store root (setting: store_path; default: the user "
+                        "store when it has a production model, else the bundled one).")
     parser.add_argument("--model", default=None, help="Model name in the store (setting: model_name).")
     parser.add_argument("--intra-op-threads", type=int, default=None, help="ONNX Runtime threads per run.")
     parser.add_argument("--inter-op-threads", type=int, default=None, help="ONNX Runtime inter-op threads.")
@@ -45,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent-requests", type=int, default=None, help="Requests in progress at once.")
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="Largest upload in bytes.")
     parser.add_argument("--max-duration-s", type=float, default=None, help="Longest recording in seconds.")
+    parser.add_argument("--header-timeout-s", type=float, default=None,
+                        help="Seconds a connection has to send a complete request header.")
+    parser.add_argument("--body-idle-timeout-s", type=float, default=None,
+                        help="Longest silence while an upload is read (408 upload_timeout).")
+    parser.add_argument("--max-uploads-in-progress", type=int, default=None,
+                        help="Uploads being received at once (admission comes after the body).")
+    parser.add_argument("--max-uploads-per-client", type=int, default=None,
+                        help="Uploads being received at once from one address (0: no limit).")
     parser.add_argument("--access-log", action="store_true", help="Log every request (uvicorn access log).")
 
 
@@ -52,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     """Build the settings, then serve until SIGTERM/SIGINT. Returns the exit code."""
     import uvicorn
     from pydantic import ValidationError
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+    from .clients import header_timeout_protocol
     from .core.config import Settings
     from .main import create_app
 
@@ -72,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=bool(getattr(args, "access_log", False)),
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type] - a float works
+        http=header_timeout_protocol(AutoHTTPProtocol, settings.header_timeout_s),
         log_config=None,  # keep the root logging set up by soundscape.cli
         lifespan="on",
     )

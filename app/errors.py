@@ -2,8 +2,9 @@
 
 ``code`` is stable and machine-readable (audio errors reuse :class:`soundscape.audio.AudioErrorCode`);
 ``detail`` is for people. Handlers cover the service's own :class:`ApiError`, audio errors, FastAPI's
-validation errors (422) and Starlette's HTTP errors (404, 405, ...); anything unexpected is logged and
-answered 500 ``internal_error`` without internals.
+validation errors (422) and Starlette's HTTP errors (404, 405, ...); a client that disconnected gets nothing
+(counted as 499, logged at INFO); anything unexpected is logged and answered 500 ``internal_error`` without
+internals.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from soundscape.audio import AudioError, AudioErrorCode
 
-__all__ = ["ApiError", "audio_error", "install_error_handlers"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "ApiError", "audio_error", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
+
+# nginx's status for "the client closed the connection before the answer": nothing is sent, only counted.
+CLIENT_CLOSED_REQUEST = 499
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -89,6 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return _respond(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # An ordinary network drop, not a server error: no traceback, counted as 499 by the metrics.
+        log.info("client went away during %s %s", request.method, request.url.path)
+        request.app.state.metrics.disconnects.inc()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

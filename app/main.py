@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from soundscape import __version__
 
 from .api.main import api_router
+from .clients import ShutdownMiddleware
 from .core.config import Settings, get_settings
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     install_ui(app)
     install_openapi(app)
+    app.add_middleware(ShutdownMiddleware, retry_after_s=settings.retry_after_s)  # inside the metrics: counted
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

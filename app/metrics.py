@@ -42,8 +42,13 @@ class Metrics:
         self.queue_depth = Gauge("soundscape_queue_depth_windows", "Windows waiting for the model.",
                                  registry=r)
         self.rejected = Counter("soundscape_rejected_requests",
-                                "Requests refused with 503 because the service was full.", ["reason"],
-                                registry=r)
+                                "Requests refused because the service was full (503) or a client had too many "
+                                "uploads in progress (429).", ["reason"], registry=r)
+        self.uploads_in_progress = Gauge("soundscape_uploads_in_progress",
+                                         "Uploads whose body is being received.", registry=r)
+        self.disconnects = Counter("soundscape_client_disconnects",
+                                   "Requests whose client went away before the answer (their status: 499).",
+                                   registry=r)
         self.model_version = Gauge("soundscape_model_version", "Version of the model being served.",
                                    ["name"], registry=r)
         self.model_info = Gauge("soundscape_model_info", "The served model (value 1).",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from model_store import ModelCard
 from soundscape import render
@@ -215,6 +216,9 @@ class Reviewer:
             image = await self.predictor.cpu(lambda: spectrogram_image(tap.spectrogram.finish(_axis_s(pred))))
         except ApiError as exc:
             tap.report(stage="failed", error=exc.code)
+            raise
+        except ClientDisconnect:
+            tap.report(stage="failed", error="client_disconnected")
             raise
         except BaseException:
             tap.report(stage="failed", error="internal_error")

@@ -34,6 +34,7 @@ from soundscape.pipeline import AudioFacts, Chunk, Prediction, StageTimes
 from soundscape.postprocess import postprocess_report
 
 from .batching import BatcherClosedError, QueueFullError
+from .clients import UploadGate, until_disconnect
 from .core.config import Settings
 from .errors import ApiError, audio_error, error_body
 from .metrics import Metrics
@@ -103,6 +104,8 @@ class Predictor:
         self.metrics = metrics
         self._cpu = ThreadPoolExecutor(max_workers=settings.cpu_workers, thread_name_prefix="cpu")
         self._active = 0
+        self.uploads = UploadGate(settings.max_uploads_in_progress, settings.max_uploads_per_client,
+                                  settings.retry_after_s, metrics)
 
     def close(self) -> None:
         self._cpu.shutdown(wait=True, cancel_futures=True)
@@ -111,9 +114,15 @@ class Predictor:
         self.metrics.rejected.labels(reason).inc()
         return ApiError(503, reason, detail, headers={"Retry-After": str(self.settings.retry_after_s)})
 
+    async def receive(self, request: Request, max_files: int) -> list[Upload]:
+        """The request's files, read within the upload gate's limits and the body timeouts (not yet admitted)."""
+        with self.uploads.receiving(request):
+            return await receive_uploads(request, self.settings, max_files=max_files)
+
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        """Counts a request in; raises 503 ``too_busy`` past ``max_concurrent_requests``."""
+        """Counts a request in once its body has arrived; raises 503 ``too_busy`` past
+        ``max_concurrent_requests``."""
         if self._active >= self.settings.max_concurrent_requests:
             raise self._busy("too_busy", f"{self._active} requests are in progress; retry later")
         self._active += 1
@@ -235,13 +244,13 @@ class Predictor:
             model (species as its codes).
         """
         opts = self.check(model, opts)
-        with self.admit():
-            uploads = await receive_uploads(request, self.settings, max_files=1)
-            try:
-                pred = await self.predict_file(model, uploads[0], opts, tap)
-            finally:
-                for u in uploads:
-                    u.close()
+        uploads = await self.receive(request, max_files=1)
+        try:
+            with self.admit():
+                pred = await until_disconnect(request, self.predict_file(model, uploads[0], opts, tap))
+        finally:
+            for u in uploads:
+                u.close()
         return pred, uploads[0], opts
 
     async def predict(self, request: Request, model: ServedModel, opts: ResultOptions, fmt: Format) -> Answer:
@@ -272,14 +281,14 @@ class Predictor:
             raise ApiError(422, "invalid_option", "format=audacity is one recording's label track: use "
                            "/v1/predict (batch formats: json, csv, detections, raven, kaleidoscope)")
         opts = self.check(model, opts)
-        with self.admit():
-            uploads = await receive_uploads(request, self.settings, max_files=self.settings.max_batch_files)
-            try:
-                outcomes = await asyncio.gather(*(self.predict_file(model, u, opts) for u in uploads),
-                                                return_exceptions=True)
-            finally:
-                for u in uploads:
-                    u.close()
+        uploads = await self.receive(request, max_files=self.settings.max_batch_files)
+        try:
+            with self.admit():
+                work = asyncio.gather(*(self.predict_file(model, u, opts) for u in uploads), return_exceptions=True)
+                outcomes = await until_disconnect(request, work)
+        finally:
+            for u in uploads:
+                u.close()
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, ApiError):
                 raise outcome

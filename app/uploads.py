@@ -25,6 +25,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from .clients import receive_body
 from .core.config import Settings
 from .errors import ApiError
 
@@ -37,6 +38,9 @@ _STEM_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _FILE_FIELDS = ("file", "files")
 _MAX_FIELDS = 16  # form fields that are not files (ignored, but counted)
 _MAX_FIELD_BYTES = 64 * 1024
+_MAX_PART_HEADER_BYTES = 8 * 1024  # one part header line, e.g. Content-Disposition with the file name
+_PARSER_HEADER_BYTES = 64 * 1024  # python-multipart's own limit, above ours so ours answers first
+_DOTS = re.compile(r"\.{2,}")
 
 
 @dataclass
@@ -60,11 +64,12 @@ class Upload:
 def safe_stem(filename: str | None, default: str = "upload") -> str:
     """The stem of a client filename, reduced to ``[A-Za-z0-9._-]`` (at most 100 characters).
 
-    Path components of either style are dropped: ``"../../etc/x.wav"`` gives ``"x"``.
+    Path components of either style are dropped: ``"../../etc/x.wav"`` gives ``"x"``; runs of dots become
+    ``_``, so a stem (and a row id) never holds ``..``.
     """
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    stem = _STEM_CHARS.sub("_", stem).strip("._")[:100]
+    stem = _DOTS.sub("_", _STEM_CHARS.sub("_", stem)).strip("._")[:100].strip("._")
     return stem or default
 
 
@@ -80,9 +85,10 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, settings: Settings, limit: int) -> AsyncIterator[bytes]:
+    """The body within ``limit`` bytes and the body timeouts (408 ``upload_timeout``)."""
     received = 0
-    async for chunk in request.stream():
+    async for chunk in receive_body(request, idle_s=settings.body_idle_timeout_s, total_s=settings.body_timeout_s):
         received += len(chunk)
         if received > limit:
             raise _too_large(limit)
@@ -129,7 +135,7 @@ async def receive_uploads(request: Request, settings: Settings, *, max_files: in
     spool = tempfile.SpooledTemporaryFile(max_size=settings.spool_threshold_bytes)  # noqa: SIM115 - caller closes
     size = 0
     try:
-        async for chunk in _limited(request, limit):
+        async for chunk in _limited(request, settings, limit):
             spool.write(chunk)
             size += len(chunk)
     except BaseException:
@@ -173,6 +179,9 @@ class _MultipartReceiver:
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
         self._value += data[start:end]
+        if len(self._header) + len(self._value) > _MAX_PART_HEADER_BYTES:
+            raise ApiError(400, "bad_multipart", f"a part header is longer than {_MAX_PART_HEADER_BYTES} bytes: "
+                           "is the file name that long? Send names of at most a few thousand characters")
 
     def _header_end(self) -> None:
         self._headers[self._header.strip().lower()] = self._value.strip()
@@ -228,8 +237,8 @@ def _boundary(request: Request) -> bytes:
 async def _receive_multipart(request: Request, settings: Settings, *, limit: int, max_files: int) -> list[Upload]:
     receiver = _MultipartReceiver(settings, max_files)
     try:
-        parser = MultipartParser(_boundary(request), receiver.callbacks())
-        async for chunk in _limited(request, limit):
+        parser = MultipartParser(_boundary(request), receiver.callbacks(), max_header_size=_PARSER_HEADER_BYTES)
+        async for chunk in _limited(request, settings, limit):
             parser.write(chunk)
         parser.finalize()
         if not receiver.ended:

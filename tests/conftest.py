@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,11 @@ import pytest
 
 from tests.utils.models import make_store
 from tests.utils.server import Server
+
+# The user store (model_store.locations) lives in the user data folder: tests (and the processes they start) get a
+# fresh one, so a model a developer published never changes what the tests serve.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="soundscape-tests-data-")
+os.environ.pop("SOUNDSCAPE_STORE_PATH", None)
 
 
 @pytest.fixture()

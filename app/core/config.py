@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_store import DEFAULT_MODEL_NAME, default_store_path
+from model_store import DEFAULT_MODEL_NAME, serving_store_path
 from soundscape import available_cpus
 from soundscape.options import MIN_HOP_S
 
@@ -33,8 +33,10 @@ class Settings(BaseSettings):
                                       extra="ignore", frozen=True)
 
     # -- model -----------------------------------------------------------------------------------
-    store_path: Path = Field(default_factory=default_store_path,
-                             description="Root of the model store (default: the bundled store).")
+    store_path: Path = Field(
+        default_factory=lambda: serving_store_path(DEFAULT_MODEL_NAME),
+        description="Root of the model store (default: the user store when it has a production version of "
+                    "model_name, else the bundled store; see model_store.locations).")
     model_name: str = Field(DEFAULT_MODEL_NAME, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                             description="Name of the model to serve from the store.")
     require_model: bool = Field(
@@ -63,6 +65,26 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After seconds sent with 503 answers.")
     spool_threshold_bytes: int = Field(
         1 * _MiB, ge=0, description="Uploads larger than this are spooled to a temporary file, not kept in RAM.")
+
+    # -- slow and vanishing clients (see README "Operating it") -----------------------------------
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="A connection must send a request's whole header within this many seconds of opening (or of "
+                    "its first byte on a kept-alive connection); otherwise it is closed.")
+    body_idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Longest silence while an upload's body is read; past it: 408 upload_timeout, connection closed.")
+    body_timeout_s: float = Field(
+        900.0, gt=0, le=24 * 3600,
+        description="Longest time to read one request's whole body; past it: 408 upload_timeout.")
+    max_uploads_in_progress: int = Field(
+        256, ge=1, le=100_000,
+        description="Uploads being received at once (admission to max_concurrent_requests comes after the body "
+                    "has arrived); more get 503 too_busy + Retry-After.")
+    max_uploads_per_client: int = Field(
+        16, ge=0, le=100_000,
+        description="Uploads being received at once from one client address (0: no limit, e.g. behind a proxy "
+                    "that limits them); more get 429 too_many_uploads + Retry-After.")
 
     # -- the web page (GET /) and its endpoints (/v1/review) -------------------------------------
     review_ttl_s: float = Field(
@@ -112,6 +134,14 @@ class Settings(BaseSettings):
         if len(secret) < 16:
             raise ValueError(f"admin_token must be at least 16 characters, got {len(secret)}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serving_store(cls, data: Any) -> Any:
+        """No store given: the one that serves ``model_name`` (:func:`model_store.serving_store_path`)."""
+        if isinstance(data, dict) and data.get("store_path") is None:
+            data = {**data, "store_path": serving_store_path(str(data.get("model_name") or DEFAULT_MODEL_NAME))}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Audio files, folders (walked recursively) or quoted glob patterns.")
     parser.add_argument("--out", required=True, help="Output folder (journal, outputs, summary).")
     model = parser.add_argument_group("model")
-    model.add_argument("--store", default=None, help="Model store root (default: the bundled store).")
+    model.add_argument("--store", default=None, help="Model store root (default: the user store when it has a "
+                       "production model of --name, else the bundled store).")
     model.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name in the store.")
     model.add_argument("--version", type=int, default=None, help="Model version (default: production).")
     model.add_argument("--model", dest="model_dir", default=None, metavar="VERSION_DIR",

@@ -3,9 +3,10 @@
 ``OUT/journal.jsonl`` gets one JSON line per finished or failed file, appended with a single ``write``
 on an ``O_APPEND`` descriptor and fsynced. A line is written only after the file's outputs were renamed
 into place, so a line means complete outputs; a kill mid-line leaves a partial last line, which loading
-ignores. A file's key hashes its path, size, mtime, the model (name, version, sha256, and the card's
-smoothing when it has one) and the options that change its outputs, so editing a recording or changing
-the model, its smoothing or ``--threshold`` redoes it. (The option key was ``min_conf`` before the
+ignores (the next record then starts a new line; a line cut by a full disk is the same). A file's key
+hashes its path, size, mtime, the model (name, version, sha256, and the card's smoothing when it has one)
+and the options that change its outputs, so editing a recording or changing the model, its smoothing or
+``--threshold`` redoes it. (The option key was ``min_conf`` before the
 options were shared with the service: files finished by such a run are analysed again, once.)
 """
 
@@ -50,6 +51,7 @@ class Journal:
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / JOURNAL_FILE
         self.records: dict[str, dict] = {}
+        self._cut = False  # the last line was cut (a kill or a full disk): the next record starts a new line
         if self.path.exists():
             self._load()
 
@@ -57,6 +59,9 @@ class Journal:
         bad = 0
         with open(self.path, encoding="utf-8") as f:
             for line in f:
+                self._cut = not line.endswith("\n")
+                if not line.strip():
+                    continue
                 try:
                     rec = json.loads(line)
                     self.records[rec["key"]] = rec
@@ -72,12 +77,16 @@ class Journal:
 
     def append(self, record: dict) -> None:
         """Record one file (``record["key"]`` set) durably, in one atomic append."""
-        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        line = (("\n" if self._cut else "") + json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            self._cut = True  # until the whole line is on disk
+            view = memoryview(line)
+            while view:  # a short write (disk full) is followed by one that raises
+                view = view[os.write(fd, view):]
             os.fsync(fd)
+            self._cut = False
         finally:
             os.close(fd)
         self.records[record["key"]] = record

@@ -35,9 +35,10 @@ class RayAnalyzer:
         self.processor = FileProcessor(model, settings)
 
     def __call__(self, batch: dict) -> dict:
-        """``{"path", "rel", "key"}`` columns in, one JSON journal record per row out."""
-        records = [self.processor({"path": str(p), "rel": str(r), "key": str(k)})
-                   for p, r, k in zip(batch["path"], batch["rel"], batch["key"], strict=True)]
+        """``{"path", "rel", "key", "size", "mtime_ns"}`` columns in, one JSON journal record per row out."""
+        columns = zip(batch["path"], batch["rel"], batch["key"], batch["size"], batch["mtime_ns"], strict=True)
+        records = [self.processor({"path": str(p), "rel": str(r), "key": str(k), "size": int(n), "mtime_ns": int(m)})
+                   for p, r, k, n, m in columns]
         return {"record": [json.dumps(rec) for rec in records]}
 
 

@@ -13,6 +13,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from .formats import SUFFIXES, TMP_MARK, write_atomic, write_combined
 from .inputs import find_inputs
 from .journal import Journal, file_key
 from .settings import AnalyzeSettings
-from .worker import FileProcessor
+from .worker import DISK_FULL, FileProcessor
 
 __all__ = ["FAILURES_FILE", "SUBMISSION_FILE", "SUMMARY_FILE", "run_analysis"]
 
@@ -129,6 +130,27 @@ def _check_settings(settings: AnalyzeSettings, model: VerifiedModel) -> None:
         raise ValueError(f"{model.card.name} v{model.card.version}: {exc}") from None
 
 
+def _check_writable(out: Path) -> None:
+    """Raises ValueError naming ``out`` when no file can be created in it (read-only, no permission)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=f".probe{TMP_MARK}"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+
+
+class RunStopped(RuntimeError):
+    """The run stopped early (output disk full, the journal unwritable, a worker or the engine gone); what was
+    journalled is kept and the next run finishes the rest."""
+
+
+def _stopped(why: str, journal: Journal) -> RunStopped:
+    done = sum(1 for r in journal.records.values() if r.get("status") == "done")
+    return RunStopped(f"{why}; {done} file(s) finished and journalled in {journal.path} are kept: "
+                      "run the same command again to finish the rest")
+
+
 def _remove_stale_temps(out: Path) -> None:
     for p in out.rglob(f".*{TMP_MARK}*"):
         p.unlink(missing_ok=True)
@@ -155,7 +177,7 @@ def run_analysis(settings: AnalyzeSettings, *, progress: bool = True) -> dict:
     settings = _resolve_species(settings, model)
     _check_settings(settings, model)
     files = find_inputs(settings.inputs)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     _remove_stale_temps(out)
     journal = Journal(out)
     options = settings.result_options()
@@ -165,34 +187,72 @@ def run_analysis(settings: AnalyzeSettings, *, progress: bool = True) -> dict:
     pending = []
     for f in files:
         try:
+            st = os.stat(f.path)
             keys[f.path] = key = file_key(f.path, model.card, options)
         except OSError as exc:
             failures[f.path] = {"path": f.path, "error_code": "io_error", "message": f"{f.path}: {exc}"}
             continue
-        if not (settings.resume and journal.done(key)):
-            pending.append({"path": f.path, "rel": f.rel, "key": key})
+        if not (settings.resume and journal.done(key)):  # size and mtime: the worker checks them after reading
+            pending.append({"path": f.path, "rel": f.rel, "key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     skipped = len(keys) - len(pending)
     log.info("%d file(s): %d to analyse, %d already finished (journal %s)", len(files), len(pending), skipped,
              journal.path)
 
+    analysed_s = _run_pending(model, settings, pending, journal, progress)
+    wall = time.perf_counter() - t0
+    try:
+        return _finish(settings, model, files, keys, journal, failures, len(pending), skipped, analysed_s, wall)
+    except OSError as exc:
+        raise _stopped(f"the run's summary files could not be written under {out}: {exc.strerror or exc}",
+                       journal) from None
+
+
+def _records(model: VerifiedModel, settings: AnalyzeSettings, pending: list[dict]) -> Iterator[dict]:
     if settings.engine == "ray":
         from .ray_engine import run_ray  # ray is imported only here
 
-        records = run_ray(model, settings, pending)
-    else:
-        records = run_local(model, settings, pending)
+        return run_ray(model, settings, pending)
+    return run_local(model, settings, pending)
+
+
+def _run_pending(model: VerifiedModel, settings: AnalyzeSettings, pending: list[dict], journal: Journal,
+                 progress: bool) -> float:
+    """Journal each pending file's record as it comes; seconds of audio analysed.
+
+    Raises:
+        RunStopped: the output disk is full, the journal cannot be written, or the engine failed.
+    """
     analysed_s = 0.0
+    records = _records(model, settings, pending)
     with tqdm(total=len(pending), unit="file", disable=not progress, desc="analyze") as bar:
-        for rec in records:
-            journal.append(rec)
-            if rec["status"] == "done":
-                analysed_s += rec["duration_s"]
-            else:
-                log.warning("%s", rec["message"])
-            bar.update(1)
-            bar.set_postfix(audio_h=f"{analysed_s / 3600:.2f}")
-    wall = time.perf_counter() - t0
-    return _finish(settings, model, files, keys, journal, failures, len(pending), skipped, analysed_s, wall)
+        try:
+            for rec in records:
+                _journal(journal, rec)
+                if rec["status"] == "done":
+                    analysed_s += rec["duration_s"]
+                else:
+                    log.warning("%s", rec["message"])
+                if rec.get("error_code") == DISK_FULL:
+                    raise _stopped(f"stopped: the output disk is full (or over quota): {rec['message']}", journal)
+                bar.update(1)
+                bar.set_postfix(audio_h=f"{analysed_s / 3600:.2f}")
+        except RunStopped:
+            raise
+        except Exception as exc:  # a worker process or Ray actor died, or Ray gave up on a task
+            raise _stopped(f"stopped: {type(exc).__name__}: {exc}", journal) from None
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()
+    return analysed_s
+
+
+def _journal(journal: Journal, rec: dict) -> None:
+    try:
+        journal.append(rec)
+    except OSError as exc:
+        raise _stopped(f"stopped: the journal {journal.path} could not be written ({exc.strerror or exc})",
+                       journal) from None
 
 
 def _finish(settings: AnalyzeSettings, model: VerifiedModel, files: list, keys: dict[str, str], journal: Journal,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model_store import DEFAULT_MODEL_NAME, default_store_path
+from model_store import DEFAULT_MODEL_NAME, serving_store_path
 from soundscape import available_cpus
 from soundscape.options import SPECIES_DOC, HopS, ResultOptions, Threshold, TopK, parse_species, read_species_list
 
@@ -30,7 +30,9 @@ class AnalyzeSettings(BaseModel):
 
     inputs: list[str] = Field(..., min_length=1, description="Files, folders (walked recursively) or globs.")
     out: Path = Field(..., description="Output folder (created).")
-    store: Path = Field(default_factory=default_store_path, description="Model store root.")
+    store: Path = Field(default_factory=lambda: serving_store_path(DEFAULT_MODEL_NAME),
+                        description="Model store root (default: the user store when it has a production version of "
+                                    "`name`, else the bundled store).")
     name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the store.")
     version: int | None = Field(None, ge=1, description="Model version (default: production).")
     model_dir: Path | None = Field(None, description="A version folder (card.json + its model file) instead "
@@ -55,6 +57,14 @@ class AnalyzeSettings(BaseModel):
     block_s: float = Field(60.0, gt=0, le=3600, description="Longest block of decoded audio, in seconds (the file "
                            "is read 2^18 frames at a time; results do not depend on it).")
     batch_size: int = Field(32, ge=1, le=4096, description="Windows per model run.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serving_store(cls, data: Any) -> Any:
+        """No store given: the one that serves ``name`` (:func:`model_store.serving_store_path`)."""
+        if isinstance(data, dict) and data.get("store") is None:
+            data = {**data, "store": serving_store_path(str(data.get("name") or DEFAULT_MODEL_NAME))}
+        return data
 
     @model_validator(mode="before")
     @classmethod

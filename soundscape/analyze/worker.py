@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -15,9 +17,26 @@ from .core import analyze_file
 from .formats import write_outputs
 from .settings import AnalyzeSettings
 
-__all__ = ["FileProcessor", "input_root"]
+__all__ = ["DISK_FULL", "INPUT_CHANGED", "FileProcessor", "input_root"]
 
 log = logging.getLogger(__name__)
+
+DISK_FULL = "disk_full"  # error code of a file whose outputs did not fit (ENOSPC, EDQUOT, EFBIG): the run stops
+INPUT_CHANGED = "input_changed"  # the file was changed or removed while it was read: nothing written
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _changed(task: dict) -> str | None:
+    """Why the input is no longer the file that was listed (None: unchanged, or the task has no stat)."""
+    if "size" not in task:
+        return None
+    try:
+        st = os.stat(task["path"])
+    except OSError as exc:
+        return f"it vanished while being read ({exc.strerror})"
+    if (st.st_size, st.st_mtime_ns) != (task["size"], task["mtime_ns"]):
+        return "it changed while being read"
+    return None
 
 
 def input_root(path: str, rel: str) -> str:
@@ -53,11 +72,21 @@ class FileProcessor:
         record = {"key": task["key"], "path": task["path"], "rel": task["rel"]}
         try:
             result = analyze_file(self.engine, task["path"], s)
+            if (why := _changed(task)) is not None:
+                return {**record, "status": "failed", "error_code": INPUT_CHANGED,
+                        "message": f"{task['path']}: {why}; nothing written, run again to analyse it"}
             outputs, dets = write_outputs(Path(s.out) / task["rel"], task["path"], result, card, self.options,
                                           s.formats, s.embeddings, root=input_root(task["path"], task["rel"]))
         except AudioError as exc:
+            if (why := _changed(task)) is not None:
+                return {**record, "status": "failed", "error_code": INPUT_CHANGED, "message": f"{task['path']}: {why}"}
             return {**record, "status": "failed", "error_code": str(exc.code), "message": exc.message}
         except OSError as exc:
+            if exc.errno in _FULL:
+                return {**record, "status": "failed", "error_code": DISK_FULL,
+                        "message": f"{task['path']}: output not written: {exc.strerror} under {s.out}"}
+            if (why := _changed(task)) is not None:
+                return {**record, "status": "failed", "error_code": INPUT_CHANGED, "message": f"{task['path']}: {why}"}
             return {**record, "status": "failed", "error_code": "io_error", "message": f"{task['path']}: {exc}"}
         except Exception as exc:  # a bug must not stop the run; the traceback goes to the log
             log.exception("%s: unexpected error", task["path"])

@@ -182,3 +182,27 @@ def test_inputs_of_any_trailing_shape_are_batched_by_their_first_axis():
     assert all(shape[1:] == (3, 5) for shape in seen) and sum(s[0] for s in seen) == 10
     for xi, out in zip(x, outs, strict=True):
         np.testing.assert_array_equal(out[:, 0], xi.max(axis=(1, 2)))
+
+
+def test_a_client_gone_drops_its_queued_windows_at_once():
+    """until_disconnect: the client disconnects while its windows wait; they leave the queue (and its gauge) now."""
+    from starlette.requests import ClientDisconnect
+
+    from app.clients import until_disconnect
+
+    class GoneRequest:
+        async def receive(self):
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+    async def main():
+        metrics = Metrics()
+        batcher = DynamicBatcher(Recorder(), max_batch_size=4, max_wait_ms=1, max_queue_windows=64, metrics=metrics)
+        # not started: nothing takes the windows off the queue
+        with pytest.raises(ClientDisconnect):
+            await until_disconnect(GoneRequest(), batcher.submit(rows(0, 10)))
+        assert batcher.queued_windows == 0
+        assert metrics.queue_depth._value.get() == 0
+        await batcher.close(timeout_s=1)
+
+    asyncio.run(main())

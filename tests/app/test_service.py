@@ -57,12 +57,13 @@ class StalledUpload:
 
 
 def wait_in_flight(client: httpx.Client, n: int = 1) -> None:
+    """Until ``n`` uploads are being received (a stalled upload is not admitted to processing yet)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if metric(client.get("/metrics").text, "soundscape_requests_in_flight") == n:
+        if metric(client.get("/metrics").text, "soundscape_uploads_in_progress") == n:
             return
         time.sleep(0.02)
-    raise AssertionError(f"never saw {n} request(s) in flight")
+    raise AssertionError(f"never saw {n} upload(s) in progress")
 
 
 # -- models, health, metrics, OpenAPI ------------------------------------------------------------------
@@ -206,7 +207,7 @@ def test_in_flight_request_finishes_on_its_model(make_server, kind):
 
 # -- limits, no model, shutdown ------------------------------------------------------------------------
 def test_queue_full_and_too_busy_503(make_server):
-    srv = make_server(max_queue_windows=3, max_concurrent_requests=1)
+    srv = make_server(max_queue_windows=3, max_uploads_in_progress=1)  # the stalled upload fills the upload pool
     r = srv.client.post("/v1/predict", content=wav(20.0), headers=RAW)  # 4 windows > 3
     assert r.status_code == 503 and r.json()["error"] == "queue_full" and r.headers["retry-after"] == "1"
     stalled = StalledUpload(srv.url, wav(10.0))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from ...errors import ApiError
 from ...model_manager import ModelLoadError, ServedModel
 from ...schemas import ErrorResponse, ModelRef, ReloadResponse
-from ..deps import AdminDep, ManagerDep
+from ..deps import AdminDep, ManagerDep, SettingsDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -54,3 +55,17 @@ async def promote(version: Annotated[int, Path(ge=1, le=1_000_000, description="
         raise _refused(exc) from None
     return ReloadResponse(previous=_ref(previous), served=_ref(served), changed=previous is not served,
                           load_ms=round(served.load_s * 1000, 1) if previous is not served else 0.0)
+
+
+_ROUTES = re.compile(r"reload|promote/[^/]+")
+
+
+@router.api_route("/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                  include_in_schema=False)
+async def other_methods(request: Request, rest: str, settings: SettingsDep) -> None:
+    """Admin disabled: 404 for every method (the endpoints do not exist); enabled: 405 for the admin routes'
+    other methods, 404 for other paths."""
+    if settings.admin_enabled and request.method != "POST" and _ROUTES.fullmatch(rest):
+        raise ApiError(405, "method_not_allowed", "Method Not Allowed", headers={"Allow": "POST"})
+    raise ApiError(404, "not_found", "admin endpoints are disabled (no admin token configured)"
+                   if not settings.admin_enabled else "Not Found")
