@@ -16,10 +16,12 @@ import pytest
 import soundfile as sf
 
 import soundscape
-from model_store import default_store_path
+from model_store import ModelStore, default_store_path
 from soundscape.demo import generate_dataset
 from soundscape.options import UnknownSpeciesError
 from tests.utils.server import Server
+
+BUNDLED_VERSION = ModelStore(default_store_path()).production("birds")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +49,7 @@ def served(service: Server, path: Path, **params) -> dict:
 def test_predict_equals_the_services_json_for_the_same_file(service, soundscapes, params):
     df = soundscape.predict(soundscapes[:2], **params)
     assert df.index.names == ["file", "start_time", "end_time"]
-    assert df.attrs["model"] == {"name": "birds", "version": 1}
+    assert df.attrs["model"] == {"name": "birds", "version": BUNDLED_VERSION}
     for path in soundscapes[:2]:
         doc = served(service, path, **params)
         mine = df.loc[str(path)]

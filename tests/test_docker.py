@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from model_store import ModelStore, default_store_path
+
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_TOOL = 3  # scripts/docker_check.py's exit code when podman/debootstrap/root is missing
 
@@ -34,7 +36,8 @@ def test_make_docker_check_builds_the_image_and_serves_a_prediction(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     doc = json.loads(report.read_text())
     assert doc["ok"] and doc["ready_s"] < 60
-    assert doc["predict"] == {"model": {"name": "birds", "version": 1}, "windows": 2, "labels": 14}
+    bundled = ModelStore(default_store_path()).production("birds")
+    assert doc["predict"] == {"model": {"name": "birds", "version": bundled}, "windows": 2, "labels": 14}
     assert doc["config"]["User"] == "soundscape" and doc["server_uid"] == 10001  # not root
     assert doc["torch_importable"] is False
     # what the Dockerfile adds to its FROM image (python:3.11-slim, or the debootstrap stand-in here)
