@@ -431,7 +431,9 @@ def markdown(results: dict) -> str:
              f"{results['windows']} labelled field windows scored through `soundscape serve` over HTTP. "
              "**No soundscape label was used for training or selection.** Rare species (one clip each): "
              f"{', '.join(results['rare_species'])}. Load average {results['loadavg_start']} at the start, "
-             f"{results['loadavg_end']} at the end ({'idle' if results['idle'] else 'not idle'}).", "",
+             f"{results['loadavg_end']} at the end ({'idle' if results['idle'] else 'not idle'})"
+             + (" of this invocation; with --reuse the runs' rows (and their times) come from the earlier "
+                "invocations that trained them." if s.get("reuse") else "."), "",
              "| recipe | padded cmAP | macro ROC-AUC | rare-species AP | micro F1 @0.5 | train time (min) "
              "| samples seen | samples/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for recipe, r in summary.items():
@@ -439,7 +441,7 @@ def markdown(results: dict) -> str:
                      f"| {r['micro_f1_at_0_5']:.4f} | {r['train_minutes']:.1f} | {r['samples_seen']:.0f} "
                      f"| {r['samples_per_s']:.1f} |")
     b = results["bundled"]
-    lines.append(f"| bundled {b['model']} (clean-trained, as shipped) | {b['padded_cmap']:.4f} | "
+    lines.append(f"| bundled {b['model']} (as shipped) | {b['padded_cmap']:.4f} | "
                  f"{b['macro_roc_auc']:.4f} | {b['rare_species_ap']:.4f} | {b['micro_f1_at_0_5']:.4f} | | | |")
     rnd = results["random"]
     lines.append(f"| random scores | {rnd['padded_cmap']:.4f} | {rnd['macro_roc_auc']:.4f} | "
