@@ -13,7 +13,7 @@ COPY soundscape ./soundscape
 COPY app ./app
 COPY model_store ./model_store
 # Wheels for the package and every dependency, so the runtime stage installs offline.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . && sha256sum /wheels/*.whl > /wheels.sha256
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,6 +21,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SOUNDSCAPE_HOST=0.0.0.0 \
     SOUNDSCAPE_PORT=8000
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin soundscape
+# The wheels' checksums, copied (content-addressed): a layer cache keys a RUN on its bind mounts' source stage
+# not at all in podman/buildah, so without this a new wheel (a new bundled model) reused the old install layer.
+COPY --from=build /wheels.sha256 /tmp/wheels.sha256
 # Slim: no bytecode for the whole tree (--no-compile) and no test suites of the dependencies; then bytecode only
 # for what serving imports (written by importing it once, as root), so start-up stays fast. Nothing from torch.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

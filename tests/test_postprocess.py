@@ -149,8 +149,9 @@ def test_card_round_trip_and_cards_without_the_field(tmp_path):
     doc = json.loads((tmp_path / "card.json").read_text())
     del doc["postprocess"]  # a card written before the field existed
     assert ModelCard.model_validate(doc).postprocess.smoothing == "none"
-    bundled = ModelStore(default_store_path()).load("birds").card
-    assert bundled.postprocess.smoothing == "none"
+    store = ModelStore(default_store_path())
+    assert store.load("birds", 1).card.postprocess.smoothing == "none"  # v1 was exported before smoothing
+    assert store.load("birds").card.postprocess.smoothing == "neighbours"  # v2, the default recipe, declares it
 
 
 def test_engine_predict_applies_the_card_rule(tmp_path):
