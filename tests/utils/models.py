@@ -115,17 +115,8 @@ def tiny_waveform_card(frontend: FrontendConfig, codes: list[str] | None = None,
                        **fields) -> ModelCard:
     """A card for :func:`write_tiny_waveform_onnx`'s model."""
     codes = codes or DEFAULT_CODES
-    return ModelCard(
-        name=name,
-        labels=[Label(code=c, common_name=c.upper()) for c in codes],
-        frontend=frontend,
-        architecture="tiny-waveform",
-        inputs=[TensorSpec(name="audio", shape=[None, *frontend.input_shape])],
-        outputs=[TensorSpec(name="logits", shape=[None, len(codes)]),
-                 TensorSpec(name="energy", shape=[None, len(codes)])],
-        metrics={"macro_roc_auc": 0.5},
-        **fields,
-    )
+    return _card(frontend, codes, name, "tiny-waveform", TensorSpec(name="audio", shape=[None, *frontend.input_shape]),
+                 TensorSpec(name="energy", shape=[None, len(codes)]), **fields)
 
 
 def register_tiny(store: ModelStore, kind: Literal["mel", "waveform"] = "mel", *, seed: int = 0,
@@ -150,14 +141,20 @@ def tiny_card(frontend: FrontendConfig, codes: list[str] | None = None, *, name:
               **fields) -> ModelCard:
     """A card for :func:`write_tiny_onnx`'s model."""
     codes = codes or DEFAULT_CODES
+    return _card(frontend, codes, name, "tiny-linear", TensorSpec(name="image", shape=[None, *frontend.image_shape]),
+                 TensorSpec(name="embedding", shape=[None, frontend.n_mels]), **fields)
+
+
+def _card(frontend: FrontendConfig, codes: list[str], name: str, architecture: str, model_input: TensorSpec,
+          second_output: TensorSpec, **fields) -> ModelCard:
+    """The card of a tiny test model: labels ``codes`` (common names upper-cased), logits first."""
     return ModelCard(
         name=name,
         labels=[Label(code=c, common_name=c.upper()) for c in codes],
         frontend=frontend,
-        architecture="tiny-linear",
-        inputs=[TensorSpec(name="image", shape=[None, *frontend.image_shape])],
-        outputs=[TensorSpec(name="logits", shape=[None, len(codes)]),
-                 TensorSpec(name="embedding", shape=[None, frontend.n_mels])],
+        architecture=architecture,
+        inputs=[model_input],
+        outputs=[TensorSpec(name="logits", shape=[None, len(codes)]), second_output],
         metrics={"macro_roc_auc": 0.5},
         **fields,
     )
