@@ -153,7 +153,7 @@ class ReviewTap:
             self.report(stage="analysing", windows_total=total)
 
     def chunk(self, chunk: Chunk) -> None:
-        self.spectrogram.add(chunk.starts_s, chunk.images)
+        self.spectrogram.add_chunk(chunk)
 
     def scored(self, windows: int) -> None:
         if self.progress is not None:

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--model-hop-s", type=float, default=None,
                      help="waveform: step between model windows inside a report window, the last one aligned to "
                           "its end (None: --window-s).")
+    imp.add_argument("--model-grid", choices=["window", "recording"], default="window",
+                     help="waveform: model windows inside each report window (window), or on one grid over the "
+                          "recording at --model-hop-s, each run once and max-pooled into the report windows it "
+                          "overlaps (recording; BirdNET-Analyzer's 3-s grid). birdnet: always recording.")
     imp.add_argument("--report-window-s", type=float, default=5.0,
                      help="waveform: results are reported per window of this length (max over its model windows).")
     imp.add_argument("--output", default=None, help="Logits output name (None: the graph's first output).")
@@ -139,7 +143,8 @@ def _import_model(args: argparse.Namespace) -> ModelCard:
     if args.labels is None:
         raise ModelImportError(f"{args.target}: give its labels with --labels")
     spec = ImportSpec(name=args.name, input=args.input, sample_rate=args.sample_rate, window_s=args.window_s,
-                      model_hop_s=args.model_hop_s, report_window_s=args.report_window_s, output=args.output,
+                      model_hop_s=args.model_hop_s, model_grid=args.model_grid, report_window_s=args.report_window_s,
+                      output=args.output,
                       embedding_output=args.embedding_output, activation=args.activation,
                       frontend=_frontend_fields(args.frontend), architecture=args.architecture,
                       license=args.license, source=args.source, promote=args.promote)

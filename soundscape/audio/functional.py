@@ -7,7 +7,8 @@ torchaudio (:mod:`soundscape.audio.transforms`), and a parity test ties the two 
 
 Windowing has one implementation, :func:`stream_windows`, which cuts a signal that arrives in blocks (a
 streamed file) exactly as the whole signal (one block) would be cut; :func:`frame_windows` is its
-one-block case.
+one-block case. :func:`stream_grid` cuts the grid of model windows that a waveform model with
+``model_grid="recording"`` runs on, from the same blocks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "hz_to_mel",
     "mel_filterbank",
     "mel_to_hz",
+    "stream_grid",
     "stream_windows",
     "window_starts",
 ]
@@ -101,6 +103,39 @@ def stream_windows(blocks: Iterable[np.ndarray], sample_rate: int, window_s: flo
         chunk = buf[max(a - offset, 0) : a - offset + win]
         out[: len(chunk)] = chunk
         yield float(start), out
+
+
+def stream_grid(blocks: Iterable[np.ndarray], size: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Fixed windows on one grid over a signal that arrives in blocks: starts 0, ``hop``, ``2 * hop``, ...
+    samples, every one that starts inside the signal (the last ones zero-padded past its end).
+
+    Args:
+        blocks: ``(n,)`` float32 blocks, in order.
+        size (int): window length in samples.
+        hop (int): step between window starts in samples (at most ``size``, so the grid covers the signal).
+
+    Yields:
+        tuple: ``(j, window)``: the grid index (the window starts at ``j * hop``) and a ``(size,)`` float32
+        copy, as soon as the blocks cover it.
+    """
+    if not 1 <= hop <= size:
+        raise ValueError(f"hop must be in [1, size={size}], got {hop}")
+    buf = np.zeros(0, np.float32)
+    offset = total = j = 0  # offset: sample index of buf[0] in the whole signal
+    for block in blocks:
+        buf = np.concatenate([buf, block]) if len(buf) else np.asarray(block, dtype=np.float32)
+        total += len(block)
+        while j * hop + size <= total:
+            yield j, buf[j * hop - offset : j * hop - offset + size].copy()
+            j += 1
+        keep_from = min(j * hop, total)
+        buf, offset = buf[keep_from - offset :], keep_from
+    while j * hop < total:
+        out = np.zeros(size, np.float32)
+        part = buf[j * hop - offset :]
+        out[: len(part)] = part
+        yield j, out
+        j += 1
 
 
 def frame_windows(samples: np.ndarray, sample_rate: int, window_s: float, hop_s: float,

@@ -121,17 +121,18 @@ def tiny_waveform_card(frontend: FrontendConfig, codes: list[str] | None = None,
 
 def register_tiny(store: ModelStore, kind: Literal["mel", "waveform"] = "mel", *, seed: int = 0,
                   codes: list[str] | None = None, name: str = "birds", promote: bool = False,
-                  **card_fields) -> ModelCard:
-    """Register one tiny model of ``kind`` (its weights from ``seed``) and return its card."""
+                  frontend: FrontendConfig | None = None, **card_fields) -> ModelCard:
+    """Register one tiny model of ``kind`` (its weights from ``seed``; the tiny front end of that kind unless
+    ``frontend`` is given) and return its card."""
     codes = codes or DEFAULT_CODES
     tmp = store.root.parent / f".{store.root.name}-build"
     tmp.mkdir(parents=True, exist_ok=True)
     if kind == "waveform":
-        fe = tiny_waveform_frontend()
+        fe = frontend or tiny_waveform_frontend()
         path = write_tiny_waveform_onnx(tmp / f"w{seed}.onnx", fe, len(codes), seed=seed)
         card = tiny_waveform_card(fe, codes, name=name, **card_fields)
     else:
-        fe = tiny_frontend()
+        fe = frontend or tiny_frontend()
         path = write_tiny_onnx(tmp / f"m{seed}.onnx", fe, len(codes), seed=seed)
         card = tiny_card(fe, codes, name=name, **card_fields)
     return store.register(card, path, promote=promote)
@@ -171,7 +172,8 @@ def make_store(root: str | Path, *, versions: int = 1, frontend: FrontendConfig 
     if kind == "waveform":
         store = ModelStore(root)
         for i in range(versions):
-            register_tiny(store, "waveform", seed=i, codes=codes, name=name, promote=True, **card_fields)
+            register_tiny(store, "waveform", seed=i, codes=codes, name=name, promote=True, frontend=frontend,
+                          **card_fields)
         return store
     frontend = frontend or tiny_frontend()
     codes = codes or DEFAULT_CODES
