@@ -22,6 +22,30 @@ that fits none fails :func:`test_every_command_runs_is_checked_or_is_covered`:
 
 Entries of :data:`COVERED` and :data:`CHECKED` that no README command uses fail too, so neither can go stale.
 JSON examples may only name species the bundled model knows.
+
+Commands written inline in the running text (single-backtick code spans, a span may wrap a line) are held to
+the same rules, read as follows (:func:`readme_inline_commands`):
+
+* a span is a command when it starts with ``make ``, ``python ``/``python3 ``/``.venv/bin/python ``,
+  ``soundscape ``, ``curl ``, ``pip `` or a script ``bench/NAME.py`` (read as ``python bench/NAME.py``); other
+  spans (an option alone like ``--minutes M``, a path like ``bench/results/``, a field name) are fragments and
+  not read. Spans that start like a command but are not one are listed in :data:`NOT_COMMANDS` with the
+  reason (an entry no span uses fails);
+* ``make X``: the target must exist in the Makefile, and each command of its recipe (``make -n``, its
+  prerequisites, the install stamps, not made) that is a ``soundscape`` verb or a ``bench/*.py`` script must
+  parse with its program's parser, as above;
+* ``soundscape ...`` and ``bench/*.py ...``: parsed by the program's real parser like the :data:`CHECKED`
+  commands (a ``--help`` that exits 0 passes), except two forms that name rather than run: a span of only the
+  program, its verb words and options without values (``soundscape analyze``, ``soundscape train --backbone``,
+  ``bench/quality.py``), and a span with a ``...`` word (arguments left out: ``soundscape export ...
+  --promote``). Of these the verb must exist and every option be one of the program's (of the verb's); values
+  and required arguments are not checked, and options are matched whole (a parse accepts argparse's
+  abbreviations: ``--minute`` for ``--minutes``). A word ``a|b|c`` gives one command per alternative
+  (``--size tiny|small|bench``). Inline spans are mentions, not steps to follow, so they need no
+  :data:`CHECKED` entry naming a test;
+* ``pip install ...`` and the other starts of :data:`COVERED`: covered as above (extras in pyproject.toml);
+* anything else, ``curl`` included (a request is written in a fenced block, where it runs), fails
+  :func:`test_every_inline_command_is_checked_or_covered`.
 """
 
 from __future__ import annotations
@@ -30,6 +54,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import itertools
 import json
 import os
 import re
@@ -114,6 +139,18 @@ IMPORTED_LABELS = "code,common name\nlowtone,Low Tone\nmidtone,Mid Tone\nhighton
 IMPORTED_FRONTEND = {"input": "waveform", "sample_rate": 32000, "window_s": 5.0}
 EXTRA_VERSION = 3  # `/v1/admin/promote/3`: the served store holds a copy of the bundled model as this version
 Treatment = Literal["run", "checked", "covered", "unknown"]
+FENCE = re.compile(r"^```\w*\n.*?^```$", re.M | re.S)
+HEADING = re.compile(r"^(#{2,4}) ([^\n]+)$", re.M)
+INLINE_SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+# inline code spans that are commands, by their start (`bench/results/...` is a path, `bench/soak.py` a script)
+INLINE_COMMAND = re.compile(r"(?:make|python3?|\.venv/bin/python|soundscape|curl|pip) |bench/\w+\.py(?: |$)")
+ELLIPSIS = "..."  # a word of an inline span: arguments left out
+# inline spans (by their start) that start like a command but are not one -> why
+NOT_COMMANDS = {
+    "soundscape export needs the [train] extra": "the line the CLI prints when an extra is missing "
+    "(tests/test_api.py::test_missing_extras_are_named_in_one_line)",
+}
+InlineTreatment = Literal["make", "checked", "named", "covered", "unknown"]
 
 
 def sections(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -149,6 +186,48 @@ def readme_commands() -> Iterator[tuple[str, str, str]]:
                 yield from ((name, lang, c) for c in commands(body))
             elif lang == PYTHON:
                 yield name, lang, body
+
+
+def readme_inline_commands() -> list[tuple[str, str]]:
+    """(section, command) of every inline code span of the README's running text that is a command; a wrapped
+    span is joined into one line, ``bench/x.py ...`` is read as ``python bench/x.py ...``."""
+    text = FENCE.sub(lambda m: "\n" * m.group().count("\n"), README.read_text())
+    headings = [(m.start(), len(m.group(1)), m.group(2).strip()) for m in HEADING.finditer(text)]
+    found = []
+    for m in INLINE_SPAN.finditer(text):
+        span = " ".join(m.group(1).split())
+        if not INLINE_COMMAND.match(span) or any(span.startswith(k) for k in NOT_COMMANDS):
+            continue
+        path: list[str] = []
+        for start, level, title in headings:
+            if start > m.start():
+                break
+            path = [*path[: level - 2], title]
+        found.append((" / ".join(path), f"python {span}" if span.startswith("bench/") else span))
+    return found
+
+
+def alternatives(command: str) -> list[str]:
+    """One command per alternative of each ``a|b|c`` word: ``--size tiny|small`` -> ``--size tiny``, ``... small``."""
+    words = [w.split("|") if "|" in w and w != "|" else [w] for w in shlex.split(command)]
+    return [shlex.join(ws) for ws in itertools.product(*words)]
+
+
+def parsed_here(command: str) -> bool:
+    """Whether the command is a ``soundscape`` verb or a ``bench/*.py`` script (whose parsers this test runs)."""
+    argv = program_argv(command)
+    return bool(argv) and (Path(argv[0]).name == "soundscape" or normalised(command).startswith("bench/"))
+
+
+def inline_treatment(command: str) -> InlineTreatment:
+    argv = program_argv(command)
+    if argv[0] == "make":
+        return "make"
+    if matching(COVERED, command):
+        return "covered"
+    if parsed_here(command):
+        return "named" if ELLIPSIS in argv or not program_parser(command)[1] else "checked"
+    return "unknown"
 
 
 def program_argv(command: str) -> list[str]:
@@ -271,24 +350,40 @@ class _Parsed(Exception):  # noqa: N818 - a signal, not an error
     """Raised by the wrapped ``parse_args`` once a bench script's arguments parsed: ``main`` does no work."""
 
 
-def parse_bench_script(script: str, args: list[str]) -> None:
-    """Run ``script``'s ``main()`` up to its real ``parse_args`` on ``args`` (SystemExit when they are wrong)."""
-    spec = importlib.util.spec_from_file_location(f"readme_{Path(script).stem}", ROOT / script)
+def bench_parser(script: str, args: list[str], parse: bool = True) -> argparse.ArgumentParser:
+    """Run ``script``'s ``main()`` up to its real ``parse_args`` on ``args`` (SystemExit when they are wrong, unless
+    not ``parse``) and return that parser. The script is loaded as ``python bench/x.py`` runs it: its folder
+    first on ``sys.path`` (sibling modules), itself in ``sys.modules`` (dataclasses)."""
+    name = f"readme_{Path(script).stem}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / script)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     real = argparse.ArgumentParser.parse_args
+    seen: list[argparse.ArgumentParser] = []
 
     def parse_then_stop(self: argparse.ArgumentParser, *a: object, **k: object) -> argparse.Namespace:
-        real(self, *a, **k)
+        seen.append(self)
+        if parse:
+            real(self, *a, **k)
         raise _Parsed
 
-    with (
-        mock.patch.object(sys, "argv", [script, *args]),
-        mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop),
-        contextlib.suppress(_Parsed),
-    ):
-        module.main()
-        raise AssertionError(f"{script}'s main() never parsed its arguments")
+    sys.modules[name] = module
+    try:
+        with (
+            mock.patch.object(sys, "path", [str((ROOT / script).parent), *sys.path]),
+            mock.patch.object(sys, "argv", [script, *args]),
+            mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop),
+            contextlib.suppress(_Parsed),
+        ):
+            spec.loader.exec_module(module)
+            module.main()
+    finally:
+        sys.modules.pop(name, None)
+    assert seen, f"{script}'s main() never parsed its arguments"
+    return seen[0]
+
+
+def parse_bench_script(script: str, args: list[str]) -> None:
+    bench_parser(script, args)
 
 
 def parse_soundscape(args: list[str]) -> None:
@@ -317,6 +412,59 @@ def check_arguments(command: str) -> None:
         raise AssertionError(f"no parser known for {program!r}")
 
 
+def program_parser(command: str) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser of the command's program (of its verb for ``soundscape``),
+    without parsing, and the command's other words that are not options (values, positional arguments)."""
+    argv = program_argv(command)
+    words = [w for w in argv[1:] if not w.startswith("-")]
+    if Path(argv[0]).name != "soundscape":
+        return bench_parser(argv[1], argv[2:], parse=False), words[1:]
+    parser = cli.build_parser(cli._verb_of(argv[1:]))
+    while words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or words[0] not in subs[0].choices:
+            break
+        parser, words = subs[0].choices[words[0]], words[1:]
+    return parser, words
+
+
+def check_inline(command: str) -> None:
+    """An inline span's check by its treatment (SystemExit 2 or AssertionError when it is wrong)."""
+    kind = inline_treatment(command)
+    argv = program_argv(command)
+    if kind == "named":
+        parser, words = program_parser(command)
+        if Path(argv[0]).name == "soundscape":
+            assert argv[1] in cli.VERBS, f"no verb {argv[1]!r}"
+        unknown = [w for w in argv if w.startswith("-") and w.split("=")[0] not in parser._option_string_actions]
+        assert not unknown, f"options its program does not have: {unknown}"
+    elif kind == "checked":
+        try:
+            check_arguments(command)
+        except SystemExit as exc:
+            if exc.code not in (0, None):  # `--help` exits 0
+                raise
+    else:
+        raise AssertionError(f"not a check for {kind!r} spans")
+
+
+def make_recipe(args: list[str]) -> list[str]:
+    """The commands ``make ARGS`` runs, as ``make -n`` prints them, its target's prerequisites (the install stamps)
+    not made: a ``$(VAR)`` prerequisite emptied on the command line, a file one given ``-o``."""
+    target = next(a for a in args if not ENV_ASSIGNMENT.fullmatch(a))
+    rule = re.search(rf"^{re.escape(target)}:(.*)$", (ROOT / "Makefile").read_text(), re.M)
+    assert rule, f"no Makefile target {target!r}"
+    prerequisites = rule.group(1).split()
+    skip = [f"{v}=" for p in prerequisites for v in re.findall(r"^\$\((\w+)\)$", p)]
+    skip += [a for p in prerequisites if "$" not in p for a in ("-o", p)]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    run = subprocess.run(
+        ["make", "-n", "--no-print-directory", *args, *skip], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, (args, run.stderr)
+    return [line for line in run.stdout.splitlines() if line.strip()]
+
+
 def named_test_exists(ref: str) -> bool:
     path, _, name = ref.partition("::")
     return (ROOT / path).is_file() and (not name or f"def {name}(" in (ROOT / path).read_text())
@@ -342,12 +490,8 @@ def test_make_lines_name_makefile_targets():
 
 def test_pip_install_lines_name_real_extras():
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    asked = [
-        m
-        for _, lang, c in readme_commands()
-        if lang in COMMAND_LANGS and normalised(c).startswith("pip install")
-        for m in re.findall(r"soundscape\[(\w+)\]", c)
-    ]
+    lines = [c for _, lang, c in readme_commands() if lang in COMMAND_LANGS] + [c for _, c in readme_inline_commands()]
+    asked = [m for c in lines if normalised(c).startswith("pip install") for m in re.findall(r"soundscape\[(\w+)\]", c)]
     assert not [e for e in asked if e not in extras], (asked, sorted(extras))
 
 
@@ -429,3 +573,47 @@ def test_examples_name_species_the_bundled_model_knows():
                 ]
             unknown = [s for s in asked if s.casefold() not in known]
             assert not unknown, f"README section {name!r} names species the bundled model does not know: {unknown}"
+
+
+def test_every_inline_command_is_checked_or_covered():
+    inline = readme_inline_commands()
+    assert len(inline) >= 30
+    unknown = [(section, c) for section, c in inline if inline_treatment(c) == "unknown"]
+    assert not unknown, f"README inline commands this test neither checks nor knows a test for: {unknown}"
+    spans = [" ".join(m.group(1).split()) for m in INLINE_SPAN.finditer(FENCE.sub("", README.read_text()))]
+    stale = [k for k in NOT_COMMANDS if not any(s.startswith(k) for s in spans)]
+    assert not stale, f"NOT_COMMANDS entries no README span uses: {stale}"
+
+
+def test_inline_make_commands_name_targets_whose_commands_parse():
+    asked = [c for _, c in readme_inline_commands() if inline_treatment(c) == "make"]
+    assert len(asked) >= 5
+    wrong = []
+    for command in asked:
+        for line in make_recipe(program_argv(command)[1:]):
+            if not parsed_here(line):  # a recipe's other commands (ruff, pytest, scripts/, comments)
+                continue
+            err = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    check_arguments(line)
+            except SystemExit:
+                wrong.append((command, line, err.getvalue().strip().splitlines()[-1:]))
+    assert not wrong, f"Makefile recipes of README inline `make` commands their program refuses: {wrong}"
+
+
+def test_inline_commands_parse_with_their_programs_parsers():
+    asked = [(s, c) for s, c in readme_inline_commands() if inline_treatment(c) in ("checked", "named")]
+    assert len(asked) >= 20
+    wrong = []
+    for section, command in asked:
+        for variant in alternatives(command):
+            err = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    check_inline(variant)
+            except SystemExit:
+                wrong.append((section, variant, err.getvalue().strip().splitlines()[-1:]))
+            except AssertionError as exc:
+                wrong.append((section, variant, str(exc)))
+    assert not wrong, f"README inline commands their program refuses: {wrong}"
