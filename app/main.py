@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from soundscape import __version__
 
+from .allocator import limit_malloc_arenas
 from .api.main import api_router
 from .clients import ShutdownMiddleware
 from .core.config import Settings, get_settings
@@ -42,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load and warm the production model once; drain and stop on shutdown."""
     settings: Settings = app.state.settings
     manager: ModelManager = app.state.models
+    limit_malloc_arenas(settings.malloc_arena_max)  # before the model's and the workers' threads allocate
     try:
         await manager.start()
     except ModelLoadError as exc:

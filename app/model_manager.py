@@ -89,7 +89,8 @@ class ModelManager:
         s = self.settings
         try:
             engine = Engine(verified, intra_op_threads=s.intra_op_threads, inter_op_threads=s.inter_op_threads,
-                            fft_workers=s.fft_workers)
+                            fft_workers=s.fft_workers, memory_arena=s.memory_arena,
+                            memory_pattern=s.memory_pattern)
             engine.warmup()
         except EngineError as exc:
             raise ModelLoadError("model_load_failed", str(exc)) from None

@@ -51,6 +51,8 @@ class Engine:
         intra_op_threads (int): threads inside one ``run`` (LiteRT: threads per interpreter). (Default: ``1``)
         inter_op_threads (int): threads across graph nodes (ONNX Runtime). (Default: ``1``)
         fft_workers (int): FFT threads of the front end. (Default: ``1``)
+        memory_arena, memory_pattern (bool): ONNX Runtime's CPU arena and memory plans (see
+            :func:`~soundscape.runtimes.open_runtime`). (Default: ``True``, ``True``)
 
     Raises:
         EngineError: the card's runtime is not installed (the message names the extra), cannot load the
@@ -58,17 +60,19 @@ class Engine:
     """
 
     def __init__(self, model: VerifiedModel, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
-                 fft_workers: int = 1) -> None:
+                 fft_workers: int = 1, memory_arena: bool = True, memory_pattern: bool = True) -> None:
         self.card: ModelCard = model.card
         emb = self.card.embedding_output
         self.embedding_name = emb.name if emb else None
         self.runtime = self._open(model, self.card.runtime, model.onnx_bytes, threads=intra_op_threads,
-                                  inter_op_threads=inter_op_threads, declare=[self.embedding_name] if emb else [])
+                                  inter_op_threads=inter_op_threads, declare=[self.embedding_name] if emb else [],
+                                  memory_arena=memory_arena, memory_pattern=memory_pattern)
         self.head = None
         if self.card.head is not None:
             if model.head_bytes is None:
                 raise EngineError(f"{model.path}: the card has a head but no {self.card.head.file} was loaded")
-            self.head = self._open(model, "onnxruntime", model.head_bytes, threads=intra_op_threads)
+            self.head = self._open(model, "onnxruntime", model.head_bytes, threads=intra_op_threads,
+                                   memory_arena=memory_arena, memory_pattern=memory_pattern)
         try:
             check_signature(self.card, self.runtime, self.head)
         except SignatureError as exc:

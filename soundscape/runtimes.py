@@ -72,11 +72,14 @@ def require(runtime: str) -> None:
 
 
 def open_runtime(runtime: str, data: bytes, *, threads: int = 1, inter_op_threads: int = 1,
-                 declare: Sequence[str] = ()) -> Runtime:
+                 declare: Sequence[str] = (), memory_arena: bool = True, memory_pattern: bool = True) -> Runtime:
     """Load a model file's bytes with the named runtime.
 
     ``declare``: tensors the model must give as outputs (LiteRT: intermediate tensors made outputs with
-    :func:`declare_outputs`; ONNX graphs already declare theirs).
+    :func:`declare_outputs`; ONNX graphs already declare theirs). ``memory_arena``: ONNX Runtime keeps its
+    CPU arena (activations reused between runs, memory kept at its peak) or allocates each run's activations
+    from the C allocator and frees them after it. ``memory_pattern``: ONNX Runtime plans one block for all of a
+    run's activations per input shape and keeps it (with batches of varying size, one block per size).
 
     Raises:
         RuntimeUnavailableError: the runtime is not installed.
@@ -85,7 +88,8 @@ def open_runtime(runtime: str, data: bytes, *, threads: int = 1, inter_op_thread
     require(runtime)
     if runtime == "litert":
         return LiteRTRuntime(data, threads=threads, declare=declare)
-    return OnnxRuntime(data, threads=threads, inter_op_threads=inter_op_threads)
+    return OnnxRuntime(data, threads=threads, inter_op_threads=inter_op_threads, memory_arena=memory_arena,
+                       memory_pattern=memory_pattern)
 
 
 def declare_outputs(data: bytes, names: Sequence[str]) -> bytes:
@@ -123,10 +127,13 @@ class OnnxRuntime:
 
     kind = "onnxruntime"
 
-    def __init__(self, data: bytes, *, threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(self, data: bytes, *, threads: int = 1, inter_op_threads: int = 1, memory_arena: bool = True,
+                 memory_pattern: bool = True) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        opts.enable_cpu_mem_arena = memory_arena
+        opts.enable_mem_pattern = memory_pattern
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = inter_op_threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -270,3 +277,4 @@ def _check_head(card: ModelCard, outputs: dict[str, Shape], head: Runtime | None
 
 def _fits(model: Shape, card: Shape) -> bool:
     return len(model) == len(card) and all(m is None or m == c for m, c in zip(model[1:], card[1:], strict=True))
+

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=1, le=256, description="Threads inside one model run (ONNX Runtime intra-op; "
                                   "LiteRT: per interpreter).")
     inter_op_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime threads across graph nodes.")
+    memory_arena: bool = Field(True, description="ONNX Runtime's CPU memory arena: activations kept between runs "
+                               "(faster, memory held at its peak) or allocated and freed with each run.")
+    memory_pattern: bool = Field(False, description="ONNX Runtime's memory plans: one block for a run's activations "
+                                 "kept per batch size (off: the arena reuses its blocks across batch sizes; less RSS).")
+    malloc_arena_max: int = Field(2, ge=0, le=1024, description="Cap on glibc's malloc arenas (0: glibc's default of "
+                                  "8 per core; MALLOC_ARENA_MAX in the environment wins). Fewer: less RSS.")
     fft_workers: int = Field(1, ge=1, le=256, description="FFT threads of the front end per call.")
     cpu_workers: int = Field(default_factory=available_cpus, ge=1, le=256,
                              description="Threads that decode audio and compute spectrograms.")

@@ -1,0 +1,39 @@
+"""The C allocator's settings for a long-running server (glibc).
+
+glibc gives every thread that meets contention its own malloc arena (up to 8 per core) and keeps what is freed
+in each: with the decode, front-end and model threads of a busy server that is tens of MB of freed-but-kept
+memory. Capping the arenas (``mallopt(M_ARENA_MAX)``, what ``MALLOC_ARENA_MAX`` does when set before the process
+starts) keeps the peak down at no measured cost in throughput (README "Service").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+__all__ = ["limit_malloc_arenas"]
+
+log = logging.getLogger(__name__)
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas at ``arenas`` for threads started from now on; returns whether it was set.
+
+    Nothing is done for ``arenas <= 0``, when ``MALLOC_ARENA_MAX`` is already in the environment (the user's
+    choice wins), or off glibc.
+    """
+    if arenas <= 0 or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        done = bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt arenas)
+        return False
+    if done:
+        log.info("malloc arenas capped at %d", arenas)
+    return done
