@@ -58,6 +58,8 @@ __all__ = [
     "combine_members",
     "ensemble_architecture",
     "export_onnx",
+    "export_onnx_bytes",
+    "exportable_model",
     "model_from_checkpoint",
     "real_images",
     "real_windows",
@@ -234,15 +236,20 @@ def model_from_checkpoint(ckpt: Checkpoint | Mapping[str, Any]) -> torch.nn.Modu
     export-friendly implementations; the weights are the checkpoint's, never downloaded or re-initialised
     from a pretrained file.
     """
+    ckpt = Checkpoint.of(ckpt)
+    return exportable_model(ckpt.arch, ckpt.model_kwargs, ckpt.state_dict)
+
+
+def exportable_model(arch: str, model_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> torch.nn.Module:
+    """A timm model built export-friendly (see :func:`model_from_checkpoint`) with the given weights, in eval mode."""
     from timm.layers import set_layer_config
 
     from training.models import create_model
 
-    ckpt = Checkpoint.of(ckpt)
-    kwargs = {k: v for k, v in ckpt.model_kwargs.items() if k not in ("pretrained", "checkpoint")}
+    kwargs = {k: v for k, v in model_kwargs.items() if k not in ("pretrained", "checkpoint")}
     with set_layer_config(exportable=True):
-        model = create_model(ckpt.arch, **kwargs)
-    model.load_state_dict(ckpt.state_dict)
+        model = create_model(arch, **kwargs)
+    model.load_state_dict(state_dict)
     return model.eval()
 
 
@@ -488,3 +495,20 @@ def export_onnx(model: torch.nn.Module | Sequence[torch.nn.Module], path: str | 
                         max_rel_diff_logits=d["logits"].max_rel, max_rel_diff_embedding=d["embedding"].max_rel,
                         tolerance_used=worst.ratio, members=len(members),
                         member_embedding_dims=tuple(int(x) for x in ref["member_dims"]))
+
+
+def export_onnx_bytes(model: torch.nn.Module | Sequence[torch.nn.Module], images: np.ndarray,
+                      cfg: ExportConfig | None = None) -> tuple[bytes, ExportResult]:
+    """:func:`export_onnx` kept in memory: the checked graph's bytes and the export report.
+
+    The file goes through a temporary folder (the exporter and the parity check work on files) and is
+    deleted before returning; ``ExportResult.path`` names that deleted file.
+
+    Raises:
+        ExportError: as :func:`export_onnx`.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="soundscape-export-") as tmp:
+        result = export_onnx(model, Path(tmp) / "model.onnx", images, cfg)
+        return result.path.read_bytes(), result

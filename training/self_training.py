@@ -31,16 +31,25 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from soundscape.audio import Frontend
 
 from .config import TrainConfig
 from .curves import write_metrics_csv
 from .result import TrainResult
 
-__all__ = ["PseudoLabels", "label_unlabelled", "self_train"]
+if TYPE_CHECKING:
+    from soundscape.inference import Engine
+
+    from .checkpoint import Checkpoint
+
+__all__ = ["PseudoLabels", "label_unlabelled", "self_train", "teacher_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -77,40 +86,78 @@ class PseudoLabels:
                        codes=[str(c) for c in z["codes"]])
 
 
-def label_unlabelled(checkpoint: Path, cfg: TrainConfig, *, batch_size: int = 32) -> PseudoLabels:
-    """Score every window of ``cfg.unlabelled_dir`` with the model of ``checkpoint`` (eager PyTorch, CPU/GPU)."""
-    import torch
-    from tqdm.auto import tqdm
+def teacher_engine(checkpoint: str | os.PathLike | Checkpoint, images: np.ndarray, *,
+                   threads: int | None = None) -> Engine:
+    """The serving engine of a checkpoint: exported to ONNX in memory, checked, run by ONNX Runtime.
 
-    from soundscape.audio import Frontend
-    from soundscape.audio.transforms import LogMelSpectrogram
+    Args:
+        checkpoint (path | Checkpoint): the teacher's ``best.pt`` (or the loaded checkpoint).
+        images (np.ndarray): ``(n, 1, n_mels, n_frames)`` real images for the export's parity check.
+        threads (int, optional): ONNX Runtime intra-op threads. (Default: every CPU this process may use)
+
+    Raises:
+        training.export.ExportError: the export failed or does not match PyTorch.
+    """
+    from model_store import VerifiedModel
+    from soundscape import available_cpus
+    from soundscape.inference import Engine
+
+    from .checkpoint import Checkpoint
+    from .export import export_onnx_bytes, model_from_checkpoint
+    from .register import build_card
+
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+    onnx, exported = export_onnx_bytes(model_from_checkpoint(ckpt), images)
+    card = build_card(ckpt, exported, name="teacher")
+    where = Path(checkpoint).with_suffix(".onnx") if isinstance(checkpoint, str | os.PathLike) else Path("teacher.onnx")
+    model = VerifiedModel(card=card, onnx_bytes=onnx, path=where)  # the path only names it in messages
+    return Engine(model, intra_op_threads=threads or available_cpus())
+
+
+def _parity_images(cut: Frontend, recordings: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """Images of the first ``n`` windows of ``recordings`` (the export's parity inputs)."""
+    windows = []
+    for audio in recordings:
+        windows.extend(cut.windows(audio).samples[: n - len(windows)])
+        if len(windows) >= n:
+            break
+    return cut(np.stack(windows))[:, None] if windows else np.zeros((0,), np.float32)
+
+
+def label_unlabelled(checkpoint: Path, cfg: TrainConfig, *, batch_size: int = 32) -> PseudoLabels:
+    """Score every window of ``cfg.unlabelled_dir`` with the teacher as the service would run it.
+
+    The checkpoint is exported to ONNX in memory (:func:`teacher_engine`) and every window (cut by
+    ``cfg.frontend``, the service's windowing) is scored by ONNX Runtime on the serving numpy front end,
+    on every CPU, whatever the training device: the pseudo-labels are what the served teacher says.
+    """
+    from tqdm.auto import tqdm
 
     from .checkpoint import Checkpoint
     from .data import AudioCache, ProblemReport, list_audio_files
-    from .export import model_from_checkpoint
+    from .export import ExportConfig
     from .pseudo_soundscapes import split_unlabelled
 
     ckpt = Checkpoint.load(checkpoint)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model_from_checkpoint(ckpt).to(device).eval()
-    melspec = LogMelSpectrogram(cfg.frontend).to(device)
+    codes = ckpt.codes
     cache = AudioCache(cfg.resolved_cache_dir, cfg.frontend.sample_rate)
     _, files = split_unlabelled(list_audio_files(cfg.unlabelled_dir))  # never the validation beds' recordings
     problems = ProblemReport()
     ok = cache.prepare(files, problems, desc="decoding unlabelled")
-    cutter = Frontend(cfg.frontend)
-    names, starts, probs = [], [], []
-    with torch.no_grad():
-        for file in tqdm([f for f, good in zip(files, ok, strict=True) if good], desc="pseudo-labelling",
-                         unit="file", leave=False):
-            cut = cutter.windows(np.asarray(cache.load(file)))
-            for a in range(0, len(cut.samples), batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(cut.samples[a : a + batch_size])).to(device)
-                probs.append(torch.sigmoid(model(melspec(batch)).float()).cpu().numpy())
-            names += [str(file)] * len(cut.samples)
-            starts += [float(s) for s in cut.starts_s]
+    files = [f for f, good in zip(files, ok, strict=True) if good]
     problems.log_summary()
-    codes = ckpt.codes
+    cutter = Frontend(cfg.frontend)
+    images = _parity_images(cutter, (np.asarray(cache.load(f)) for f in files), ExportConfig().parity_windows)
+    if not len(images):
+        return PseudoLabels(files=[], starts_s=np.zeros(0), probs=np.zeros((0, len(codes)), np.float32), codes=codes)
+    engine = teacher_engine(ckpt, images)
+    names, starts, probs = [], [], []
+    for file in tqdm(files, desc="pseudo-labelling", unit="file", leave=False):
+        cut = cutter.windows(np.asarray(cache.load(file)))
+        probs += [engine.run(engine.frontend(cut.samples[a : a + batch_size]))[0]
+                  for a in range(0, len(cut.samples), batch_size)]
+        names += [str(file)] * len(cut.samples)
+        starts += [float(s) for s in cut.starts_s]
     p = np.concatenate(probs) if probs else np.zeros((0, len(codes)), np.float32)
     return PseudoLabels(files=names, starts_s=np.asarray(starts), probs=p.astype(np.float32), codes=codes)
 
