@@ -123,6 +123,16 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def reset_hwm(pid: int) -> bool:
+    """Reset a process's VmHWM to its current RSS (Linux >= 4.0: ``5`` into ``clear_refs``), so the next
+    :func:`vm_hwm_mb` is the peak since now; False where that is not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -173,6 +183,7 @@ def bench_server(store: Path, files: list[dict], *, overrides: dict[str, str], l
         out["server_stage_ms_p50"] = {k: round(pct(v, 50), 1) for k, v in stages.items()}
         # throughput at each concurrency
         out["throughput"] = {}
+        out["warmup_peak_rss_mb"] = round(vm_hwm_mb(proc.pid), 1)  # start-up, warm-up and the latency phase
         for c in concurrency:
             done_minutes, errors, lock = [0.0], [0], threading.Lock()
             stop = time.perf_counter() + seconds
@@ -191,6 +202,7 @@ def bench_server(store: Path, files: list[dict], *, overrides: dict[str, str], l
                             else:
                                 errors[0] += 1
 
+            hwm_reset = reset_hwm(proc.pid)
             start = time.perf_counter()
             threads = [threading.Thread(target=worker, args=(k,)) for k in range(c)]
             for t in threads:
@@ -200,9 +212,13 @@ def bench_server(store: Path, files: list[dict], *, overrides: dict[str, str], l
             wall = time.perf_counter() - start
             out["throughput"][str(c)] = {"audio_min_per_s": round(done_minutes[0] / wall, 2),
                                          "minutes": round(done_minutes[0], 1), "wall_s": round(wall, 2),
-                                         "errors": errors[0]}
+                                         "errors": errors[0],
+                                         # the peak during this level (since the start where no reset)
+                                         "peak_rss_mb": round(vm_hwm_mb(proc.pid), 1) if hwm_reset else None}
             log.info("concurrency %d: %.2f audio-min/s (%d errors)", c, done_minutes[0] / wall, errors[0])
-        out["peak_rss_mb"] = round(vm_hwm_mb(proc.pid), 1)
+        # the whole run's peak: start-up and latency phase, then each level's (VmHWM resets per level)
+        levels = [v["peak_rss_mb"] or 0.0 for v in out["throughput"].values()]
+        out["peak_rss_mb"] = max([out["warmup_peak_rss_mb"], *levels, round(vm_hwm_mb(proc.pid), 1)])
         metrics = client.get("/metrics").text
         sizes = [line for line in metrics.splitlines() if line.startswith("soundscape_batch_size_")]
         count = next(float(s.split()[-1]) for s in sizes if s.startswith("soundscape_batch_size_count"))
@@ -260,6 +276,8 @@ def merge(paths: list[str]) -> dict:
                                     for k in rs[0]["server_stage_ms_p50"]},
             "audio_min_per_s": {c: med([r["throughput"][c]["audio_min_per_s"] for r in rs])
                                 for c in rs[0]["throughput"]},
+            "peak_rss_mb_by_concurrency": {c: med([r["throughput"][c].get("peak_rss_mb") or float("nan")
+                                                   for r in rs]) for c in rs[0]["throughput"]},
             "errors": sum(v["errors"] for r in rs for v in r["throughput"].values()),
         }
     # Runs whose baseline timed only the (collapsing) 2-thread PyTorch are left out of the ratio.
