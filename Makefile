@@ -68,7 +68,7 @@ soak: $(STAMP)
 # The web page in headless Chromium (tests/ui): screenshots and the draw time go to bench/results/ui/.
 ui: $(STAMP)
 	bash scripts/ensure_chromium.sh
-	$(VENV)/bin/python -m pytest -q tests/ui
+	SOUNDSCAPE_UI_SCREENSHOTS=bench/results/ui $(VENV)/bin/python -m pytest -q tests/ui
 
 # Builds the Dockerfile with podman (--isolation=chroot; a debootstrap stand-in for the FROM image when it
 # cannot be pulled), runs the image's CMD as its USER in a chroot of the image (this sandbox cannot start
