@@ -226,7 +226,7 @@ def _ort_scorer(model: nn.Module, cfg: TrainConfig, model_kwargs: dict[str, Any]
     from soundscape.inference import sigmoid
     from soundscape.runtimes import OnnxRuntime
 
-    from .export import ExportConfig, ExportError, export_onnx_bytes, exportable_model
+    from .export import INPUT_NAME, OUTPUT_NAMES, ExportConfig, ExportError, export_onnx_bytes, exportable_model
     from .register import spread_images
 
     with torch.random.fork_rng(devices=[]):  # building the copy draws initial weights: keep the run's RNG
@@ -240,7 +240,7 @@ def _ort_scorer(model: nn.Module, cfg: TrainConfig, model_kwargs: dict[str, Any]
     session, fe, size = OnnxRuntime(onnx, threads=available_cpus()), Frontend(cfg.frontend), cfg.val_batch_size
 
     def score(windows: np.ndarray) -> np.ndarray:
-        logits = [session.run(["logits"], {"image": fe(windows[a : a + size])[:, None]})[0]
+        logits = [session.run([OUTPUT_NAMES[0]], {INPUT_NAME: fe(windows[a : a + size])[:, None]})[0]
                   for a in range(0, len(windows), size)]
         return sigmoid(np.concatenate(logits)).astype(np.float32)
 
