@@ -21,6 +21,7 @@ Model of a call heard ``d`` metres away (all numpy/scipy, float64):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,10 +32,12 @@ __all__ = [
     "Propagation",
     "active_mask",
     "band_power",
+    "band_signal",
     "band_snr_db",
     "distance_for_snr",
     "drr_for_distance",
     "gain_for_snr",
+    "loud_samples",
     "lowpass",
     "lowpass_cutoff_hz",
     "place_at_snr",
@@ -155,9 +158,17 @@ def propagate_with_ir(call: np.ndarray, sample_rate: int, path: Propagation,
 
 
 def _bandpass(x: np.ndarray, sample_rate: int, band: tuple[float, float]) -> np.ndarray:
-    hi = min(band[1], 0.45 * sample_rate)
-    sos = scipy.signal.butter(4, [band[0], hi], btype="band", fs=sample_rate, output="sos")
-    return scipy.signal.sosfiltfilt(sos, x)
+    return scipy.signal.sosfiltfilt(_bandpass_sos(sample_rate, float(band[0]), float(band[1])).copy(), x)
+
+
+@functools.lru_cache(maxsize=64)
+def _bandpass_sos(sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """The 4th-order Butterworth band-pass of the SNR band (designed once per rate and band: a design costs
+    about as much as filtering 5 s, and training's bed mixing filters thousands of windows)."""
+    sos = scipy.signal.butter(4, [low_hz, min(high_hz, 0.45 * sample_rate)], btype="band", fs=sample_rate,
+                              output="sos")
+    sos.flags.writeable = False  # shared: callers filter with a copy (sosfilt wants a writeable array)
+    return sos
 
 
 def band_power(x: np.ndarray, sample_rate: int, mask: np.ndarray | None = None,
@@ -181,7 +192,14 @@ def active_mask(x: np.ndarray, sample_rate: int, *, frame_s: float = 0.02, withi
 
     The extent of a call in a recorded clip (whose own quiet noise floor is not the call).
     """
-    y = _bandpass(np.asarray(x, dtype=np.float64), sample_rate, band)
+    return loud_samples(_bandpass(np.asarray(x, dtype=np.float64), sample_rate, band), sample_rate,
+                        frame_s=frame_s, within_db=within_db)
+
+
+def loud_samples(banded: np.ndarray, sample_rate: int, *, frame_s: float = 0.02, within_db: float = 20.0
+                 ) -> np.ndarray:
+    """:func:`active_mask` of a signal already band-passed (``band_signal``)."""
+    y = banded
     hop = max(int(frame_s * sample_rate), 1)
     n_frames = -(-len(y) // hop)
     pad = np.zeros(n_frames * hop)
@@ -191,16 +209,27 @@ def active_mask(x: np.ndarray, sample_rate: int, *, frame_s: float = 0.02, withi
     return np.repeat(loud, hop)[: len(y)]
 
 
+def band_signal(x: np.ndarray, sample_rate: int, band: tuple[float, float] = SNR_BAND_HZ) -> np.ndarray:
+    """``x`` (float64) through the SNR band's zero-phase band-pass: what :func:`band_power` and
+    :func:`active_mask` measure, to compute once when both measure the same signal."""
+    return _bandpass(np.asarray(x, dtype=np.float64), sample_rate, band)
+
+
 def gain_for_snr(bed: np.ndarray, call: np.ndarray, snr_db: float, sample_rate: int, mask: np.ndarray,
-                 band: tuple[float, float] = SNR_BAND_HZ) -> float:
+                 band: tuple[float, float] = SNR_BAND_HZ, *, call_banded: np.ndarray | None = None) -> float:
     """The gain that puts ``call`` at ``snr_db`` against ``bed`` (same length) over its extent ``mask``.
 
-    An empty mask means the whole call; a silent call gets gain 0.
+    An empty mask means the whole call; a silent call gets gain 0. ``call_banded``: ``band_signal(call)`` when
+    the caller has it already (the same result, one filtering fewer).
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         mask = np.ones(len(call), dtype=bool)
-    p_call = band_power(call, sample_rate, mask, band)
+    if call_banded is None:
+        p_call = band_power(call, sample_rate, mask, band)
+    else:
+        y = call_banded[mask]
+        p_call = float(np.mean(y**2)) if len(y) else 0.0
     p_bed = band_power(bed, sample_rate, mask, band)
     return float(np.sqrt(p_bed * 10 ** (snr_db / 10) / p_call)) if p_call > 0 else 0.0
 

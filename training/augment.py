@@ -63,9 +63,10 @@ import torchaudio
 
 from soundscape.propagation import (
     Propagation,
-    active_mask,
+    band_signal,
     drr_for_distance,
     gain_for_snr,
+    loud_samples,
     lowpass,  # the distance low-pass of the propagation model (one filter for validation and training)
     lowpass_cutoff_hz,
     propagate,
@@ -310,8 +311,6 @@ class Augmenter:
                                                 cfg.highpass_p, cfg.eq_p))
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
-        self.freq_mask = torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)
-        self.time_mask = torchaudio.transforms.TimeMasking(cfg.time_mask_param, iid_masks=True)
 
     # -- state, for checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -381,7 +380,8 @@ class Augmenter:
         snrs = self._uniform(cfg.background_snr_db, len(sel))
         for i, j, snr in zip(sel, picks, snrs, strict=True):
             bed = crop(self.beds[j], n, self.rng).astype(np.float64)
-            gain = gain_for_snr(bed, x[i], float(snr), sr, active_mask(x[i], sr))  # the gain the call would need
+            banded = band_signal(x[i], sr)  # filtered once for both the call's extent and its power
+            gain = gain_for_snr(bed, x[i], float(snr), sr, loud_samples(banded, sr), call_banded=banded)
             if gain > 0 and math.isfinite(gain):  # else a silent sample or bed: the SNR is undefined, left alone
                 x[i] += bed / gain
                 if self.bed_targets is not None:
@@ -450,13 +450,28 @@ class Augmenter:
         return x, targets
 
     # -- spectrogram -------------------------------------------------------------------------------
-    def _masked(self, mask: torch.nn.Module, images: torch.Tensor, sel: torch.Tensor, count: int) -> torch.Tensor:
-        devices = [images.device.index or 0] if images.is_cuda else []
-        with torch.random.fork_rng(devices=devices):  # torchaudio draws masks from the global RNG
-            torch.manual_seed(int(self.rng.integers(0, 2**62)))
-            part = images[sel]
-            for _ in range(count):
-                part = mask(part)
+    def _masked(self, images: torch.Tensor, sel: torch.Tensor, param: int, axis: int, count: int) -> torch.Tensor:
+        """``count`` SpecAugment masks on ``images[sel]`` along ``axis`` (-2: mel bands, -1: frames).
+
+        Each image gets its own mask of width ``U(0, param)`` at ``U(0, size - width)``, the draws and masking of
+        ``torchaudio.functional.mask_along_axis_iid`` (``FrequencyMasking``/``TimeMasking`` with ``iid_masks``),
+        but from a generator of this augmenter's, not torch's global one: the batch can be prepared in a
+        background thread while the model's dropout draws from the global generator.
+        """
+        generator = torch.Generator(device=images.device).manual_seed(int(self.rng.integers(0, 2**62)))
+        part = images[sel]
+        size, lead = part.shape[axis], part.shape[:-2]
+        param = min(param, size)
+        if param < 1:
+            return images
+        positions = torch.arange(size, device=part.device, dtype=part.dtype)
+        shape = (*lead, 1, size) if axis == -1 else (*lead, size, 1)
+        for _ in range(count):
+            width = torch.rand(lead, generator=generator, device=part.device, dtype=part.dtype) * param
+            start = torch.rand(lead, generator=generator, device=part.device, dtype=part.dtype) * (size - width)
+            lo, hi = start.long(), (start.long() + width.long())
+            mask = (positions >= lo[..., None]) & (positions < hi[..., None])
+            part = part.masked_fill(mask.reshape(shape), 0.0)
         images[sel] = part
         return images
 
@@ -473,9 +488,9 @@ class Augmenter:
         cfg, batch = self.cfg, images.shape[0]
         images, targets = images.clone(), targets.clone()
         if len(sel := self._select(batch, cfg.freq_mask_p)):
-            images = self._masked(self.freq_mask, images, sel.to(images.device), cfg.n_freq_masks)
+            images = self._masked(images, sel.to(images.device), cfg.freq_mask_param, -2, cfg.n_freq_masks)
         if len(sel := self._select(batch, cfg.time_mask_p)):
-            images = self._masked(self.time_mask, images, sel.to(images.device), cfg.n_time_masks)
+            images = self._masked(images, sel.to(images.device), cfg.time_mask_param, -1, cfg.n_time_masks)
         if batch > 1 and cfg.mixup_p > 0 and self.rng.random() < cfg.mixup_p:
             lam = float(self.rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
             perm = torch.as_tensor(self.rng.permutation(batch), device=images.device)

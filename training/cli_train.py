@@ -37,7 +37,8 @@ _FIELDS = {
     "max_steps_per_epoch": "max_steps_per_epoch", "resume": "resume", "drop_rate": "drop_rate",
     "drop_path_rate": "drop_path_rate", "monitor": "monitor", "unlabelled": "unlabelled_dir",
     "validation": "validation", "call_crop_p": "call_crop_p", "amp": "amp",
-    "channels_last": "channels_last", "backbone": "backbone", "backbone_store": "backbone_store", "head": "head",
+    "channels_last": "channels_last", "prefetch": "prefetch", "backbone": "backbone",
+    "backbone_store": "backbone_store", "head": "head",
 }
 
 # flag dest -> RavenConfig field (TrainConfig.raven)
@@ -151,6 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="Mixed precision (float16 on CUDA, bfloat16 on CPUs that have it).")
     run_group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                            help="Channels-last memory format for the model.")
+    run_group.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                           help="Prepare the next batch in a background thread while the model steps.")
     run_group.add_argument("--call-crop-p", type=float,
                            help="Share of random training crops of long clips cut where the clip calls.")
     run_group.add_argument("--print-config", action="store_true",

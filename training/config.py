@@ -297,6 +297,8 @@ class TrainConfig(BaseModel):
         default_factory=lambda: Postprocess(smoothing="neighbours"),
         description="Temporal smoothing the exported model's card declares (applied by the service and analyze).")
     num_workers: int = Field(0, ge=0)
+    prefetch: bool = Field(True, description="Prepare the next batch (augmentation, log-mel, SpecAugment) in a "
+                           "background thread while the model steps on this one; the same batches as without.")
     val_batch_size: int = Field(64, ge=1)
     resume: bool = Field(False, description="Continue from <out_dir>/last.pt.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (tests).")

@@ -10,11 +10,13 @@ broadcasts the validation metric so all ranks stop early together.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -473,12 +475,25 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, run_dir: Path, *, fres
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     log.info("training precision: %s, %s memory format", amp_dtype or torch.float32,
              "channels-last" if cfg.channels_last else "contiguous")
+    _warn_small_mmap_threshold(ctx.device)
     augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
                           seed=cfg.seed * 1009 + ctx.rank)
     return _Run(cfg=cfg, ctx=ctx, data=data, run_dir=run_dir, model=model, net=model, model_kwargs=model_kwargs,
                 frontend=frontend, sampler=sampler, loader=loader, steps=steps, optimizer=optimizer,
                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, augmenter=augmenter,
                 loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
+
+
+SLOW_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold
+
+
+def _warn_small_mmap_threshold(device: torch.device) -> None:
+    """Warn when ``MALLOC_MMAP_THRESHOLD_`` makes glibc map (and the kernel zero) every activation afresh: on
+    this project's 2-core CPU a lite0 step took 1.42 s with 65536 against 0.74 s with glibc's default."""
+    value = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
+    if device.type == "cpu" and value.isdigit() and int(value) < SLOW_MMAP_THRESHOLD:
+        log.warning("MALLOC_MMAP_THRESHOLD_=%s: CPU training steps run about 2x slower than with glibc's default "
+                    "(unset it)", value)
 
 
 def _resume(run: _Run, ckpt: Checkpoint) -> Progress:
@@ -507,10 +522,8 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
     run.net.train()
     seen, loss_sum = 0, 0.0
     bar = tqdm(total=run.steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not ctx.main, leave=False)
-    for step, (waves, targets) in enumerate(run.loader):
-        if step >= run.steps:
-            break
-        loss, n = _train_step(run, waves, targets)
+    for images, targets in _batches(run):
+        loss, n = _train_step(run, images, targets)
         seen += n
         loss_sum += loss * n
         bar.update(1)
@@ -524,17 +537,50 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
             "samples_per_s": seen_all / elapsed if elapsed else 0.0}
 
 
-def _train_step(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
-    """Augment, forward, backward and step on one batch; its loss and size."""
-    cfg, device = run.cfg, run.ctx.device
+def _batches(run: _Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The epoch's ``run.steps`` batches as model inputs: augmented waveforms -> log-mel -> SpecAugment.
+
+    With ``cfg.prefetch`` one background thread prepares batch k + 1 while the model steps on batch k (numpy,
+    scipy and torch release the GIL in their heavy calls, and a step leaves part of the cores idle). Only that
+    thread draws from the augmenter and the loader, in the same order as without it, so a seed gives the same
+    batches either way; the steps alone use torch's global generator (dropout).
+    """
+    batches = itertools.islice(run.loader, run.steps)
+    if not run.cfg.prefetch:
+        for waves, targets in batches:
+            yield _prepare(run, waves, targets)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="augment") as pool:
+        job = pool.submit(_prepare_next, run, batches)
+        while (item := job.result()) is not None:
+            job = pool.submit(_prepare_next, run, batches)
+            yield item
+
+
+def _prepare_next(run: _Run, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    batch = next(batches, None)
+    return None if batch is None else _prepare(run, *batch)
+
+
+def _prepare(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's model inputs and targets, on the run's device: waveform augmentation, front end, SpecAugment,
+    mixup, cutmix; channels-last when the model is."""
+    device = run.ctx.device
     waves = waves.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
     with torch.no_grad():
         waves, targets = run.augmenter.waveform(waves, targets)
         images = run.frontend(waves)
         images, targets = run.augmenter.spectrogram(images, targets)
-    if cfg.channels_last:
+    if run.cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
+
+
+def _train_step(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+    """Forward, backward and step on one prepared batch; its loss and size."""
+    cfg, device = run.cfg, run.ctx.device
     with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
         logits = run.net(images)
     loss = run.loss_fn(logits.float(), targets)
@@ -546,7 +592,7 @@ def _train_step(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
-    return loss.item(), len(waves)
+    return loss.item(), len(images)
 
 
 def _validate_epoch(run: _Run, row: dict) -> tuple[dict[str, float], dict[str, float]]:

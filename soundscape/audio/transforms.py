@@ -14,6 +14,8 @@ from .config import FrontendConfig
 
 __all__ = ["LogMelSpectrogram"]
 
+CPU_CHUNK = 2  # windows per STFT on a CPU (measured: 2 -> 43 ms, 32 at once -> 128 ms for 32 x 5 s at 32 kHz)
+
 
 class LogMelSpectrogram(nn.Module):
     """Waveform windows to normalised log-mel images with torchaudio.
@@ -49,18 +51,36 @@ class LogMelSpectrogram(nn.Module):
             pad_mode="reflect",
         )
 
+        # Bins above the last non-zero filter row add nothing: skip them in |X|^2 and the matmul.
+        nonzero = torch.nonzero(self.mel.mel_scale.fb.any(dim=1)).flatten()
+        self.max_bin = int(nonzero[-1]) + 1 if len(nonzero) else self.mel.mel_scale.fb.shape[0]
+
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         if waveforms.ndim != 2:
             raise ValueError(f"expected (batch, samples), got shape {tuple(waveforms.shape)}")
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
-            spec = self.mel(waveforms.float())  # (batch, n_mels, frames)
+            waveforms = waveforms.float()
+            if waveforms.device.type == "cpu":  # two windows at a time: spectra stay in cache, 3x faster on a CPU
+                spec = torch.cat([self._mel_power(part) for part in waveforms.split(CPU_CHUNK)])
+            else:
+                spec = self._mel_power(waveforms)  # (batch, n_mels, frames)
             # (batch, 1, n_mels, frames): amplitude_to_DB clips top_db per item of dim 0 only in 4-D.
             db = torchaudio.functional.amplitude_to_DB(
                 spec.unsqueeze(1), multiplier=10.0, amin=cfg.amin, db_multiplier=0.0,
                 top_db=cfg.top_db,
             )
             return _normalize(db, cfg.normalize, cfg.norm_eps)
+
+    def _mel_power(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """``torchaudio.transforms.MelSpectrogram`` (``self.mel``'s window and filter bank) computed on the bins
+        below the highest filter only, and power 2 as re^2 + im^2 instead of ``abs()`` squared: the same
+        numbers to float rounding, in about half the time on a CPU."""
+        stft, fb, k = self.mel.spectrogram, self.mel.mel_scale.fb, self.max_bin
+        spec = torch.stft(waveforms, stft.n_fft, stft.hop_length, stft.win_length, stft.window, center=True,
+                          pad_mode="reflect", normalized=False, onesided=True, return_complex=True)[:, :k]
+        power = torch.view_as_real(spec).square().sum(-1) if self.cfg.power == 2.0 else spec.abs().pow(self.cfg.power)
+        return torch.matmul(power.transpose(-1, -2), fb[:k]).transpose(-1, -2)
 
 
 def _normalize(images: torch.Tensor, mode: str, eps: float) -> torch.Tensor:
