@@ -166,14 +166,15 @@ class Predictor:
         if upload.content_type and not is_audio_type(upload.content_type):
             raise ApiError(415, "unsupported_media_type",
                            f"{upload.stem}: content type {upload.content_type!r} is not audio")
-        pipe = model.engine.pipeline(opts.hop_s, chunk_windows=self.settings.batch_max_size)
+        pipe = model.engine.pipeline(opts.hop_s, chunk_windows=self.settings.batch_max_size,
+                                     native_rate=self.settings.native_rate_mel)
         t0 = time.perf_counter()
         state: dict = {}
         lock = threading.Lock()  # one thread at a time touches this request's reader and generator
 
         def start() -> None:
             with lock:
-                state["reader"] = AudioStream(upload.file, sample_rate=model.card.frontend.sample_rate,
+                state["reader"] = AudioStream(upload.file, sample_rate=pipe.decode_rate,
                                               max_duration_s=self.settings.max_duration_s, name=upload.stem)
                 state["chunks"] = pipe.chunks(state["reader"])
                 if tap is not None:

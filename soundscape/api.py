@@ -100,7 +100,7 @@ def _run(engine: Engine, rec: Recording, sample_rate: int | None, hop_s: float |
         mono = rec.mean(axis=1) if rec.ndim == 2 else rec
         samples = resample(np.asarray(mono, np.float32), int(sample_rate), rate)
         return engine.predict(samples, hop_s=hop_s, embeddings=embeddings)
-    with stream(rec, sample_rate=rate) as reader:
+    with stream(rec, sample_rate=engine.decode_rate) as reader:  # mel: the file's own rate when it can
         return engine.predict(reader, hop_s=hop_s, embeddings=embeddings)
 
 

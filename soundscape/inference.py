@@ -53,6 +53,9 @@ class Engine:
         fft_workers (int): FFT threads of the front end. (Default: ``1``)
         memory_arena, memory_pattern (bool): ONNX Runtime's CPU arena and memory plans (see
             :func:`~soundscape.runtimes.open_runtime`). (Default: ``True``, ``True``)
+        native_rate (bool): a mel model's pipelines decode files at their own rate when the card's front end
+            runs there exactly (48/64/96 kHz for the default 32 kHz card: no resampling; see
+            :mod:`soundscape.audio.native`); false: always resample to the card's rate. (Default: ``True``)
 
     Raises:
         EngineError: the card's runtime is not installed (the message names the extra), cannot load the
@@ -60,8 +63,10 @@ class Engine:
     """
 
     def __init__(self, model: VerifiedModel, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
-                 fft_workers: int = 1, memory_arena: bool = True, memory_pattern: bool = True) -> None:
+                 fft_workers: int = 1, memory_arena: bool = True, memory_pattern: bool = True,
+                 native_rate: bool = True) -> None:
         self.card: ModelCard = model.card
+        self.native_rate = native_rate
         emb = self.card.embedding_output
         self.embedding_name = emb.name if emb else None
         self.runtime = self._open(model, self.card.runtime, model.onnx_bytes, threads=intra_op_threads,
@@ -165,19 +170,29 @@ class Engine:
         """Windows of decoded audio by the card's policy."""
         return self.frontend.windows(audio, hop_s)
 
-    def pipeline(self, hop_s: float | None = None, chunk_windows: int = 64) -> WindowPipeline:
-        """The window pipeline of one recording through this model (see :mod:`soundscape.pipeline`)."""
-        return WindowPipeline(self.card, self.frontend, hop_s=hop_s, chunk_windows=chunk_windows)
+    def pipeline(self, hop_s: float | None = None, chunk_windows: int = 64, *,
+                 native_rate: bool | None = None) -> WindowPipeline:
+        """The window pipeline of one recording through this model (see :mod:`soundscape.pipeline`);
+        ``native_rate`` overrides the engine's."""
+        native = self.native_rate if native_rate is None else native_rate
+        return WindowPipeline(self.card, self.frontend, hop_s=hop_s, chunk_windows=chunk_windows, native_rate=native)
+
+    def decode_rate(self, source_rate: int, *, native_rate: bool | None = None) -> int:
+        """The rate to decode a file of ``source_rate`` Hz at for this model (:meth:`WindowPipeline.decode_rate
+        <soundscape.pipeline.WindowPipeline.decode_rate>`): e.g. ``stream(path, sample_rate=engine.decode_rate)``."""
+        return self.pipeline(native_rate=native_rate).decode_rate(source_rate)
 
     def predict(self, audio: Audio | AudioStream, *, hop_s: float | None = None, embeddings: bool = False,
-                batch_size: int = 64, postprocess: bool = True) -> Prediction:
-        """Per-window probabilities for one recording at the card's sample rate: decoded, or streamed.
+                batch_size: int = 64, postprocess: bool = True, native_rate: bool | None = None) -> Prediction:
+        """Per-window probabilities for one recording: decoded, or streamed, at the card's sample rate or at
+        a rate the card's front end runs at natively (:meth:`decode_rate`, e.g. ``decode(path,
+        sample_rate=engine.decode_rate)``).
 
         With ``postprocess`` (the default) the card's smoothing is applied as the service and batch
         analysis apply it (the same pipeline); ``postprocess=False`` gives the model's raw probabilities.
         """
-        return self.pipeline(hop_s, batch_size).run(audio, lambda x: self.run(x, embeddings=embeddings),
-                                                     postprocess=postprocess)
+        return self.pipeline(hop_s, batch_size, native_rate=native_rate).run(
+            audio, lambda x: self.run(x, embeddings=embeddings), postprocess=postprocess)
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1, 12)) -> float:
         """Run the model once per batch size on silence; returns the seconds it took."""
@@ -185,6 +200,9 @@ class Engine:
         fe = self.card.frontend
         for n in batch_sizes:
             self.run(self.frontend(np.zeros((n, fe.window_samples), np.float32)))
+        if self.native_rate:  # the common recorder rates' native front ends (filter banks: ~5 ms each)
+            for rate in (48000, 96000):
+                self.frontend.native(rate)
         took = time.perf_counter() - t0
         log.info("warmed up %s v%d in %.0f ms", self.card.name, self.card.version, took * 1000)
         return took

@@ -13,12 +13,21 @@ wherever the caller runs it (the service: its dynamic batcher, which mixes windo
 the card's postprocessing (:mod:`soundscape.postprocess`) to the whole file. Whole files and streamed
 blocks give the same windows (:func:`~soundscape.audio.functional.stream_windows`), so the same numbers.
 
+Native rate (mel models, ``native_rate=True``, the default): a file whose own rate the card's log-mel front end
+can run at exactly (:func:`~soundscape.audio.native.native_config`: 48, 64 or 96 kHz for the default 32 kHz
+card) is decoded at that rate, without resampling, and its windows go through the card's front end scaled to that
+rate (:meth:`Frontend.native <soundscape.audio.Frontend.native>`): the same windows, starts and image shapes,
+values within the bounds measured in :mod:`soundscape.audio.native`. :meth:`WindowPipeline.decode_rate` tells the
+reader which rate to decode a file at; other rates, waveform models and ``native_rate=False`` resample to the
+card's rate as before.
+
 The result of every entry point is one :class:`Prediction`; :mod:`soundscape.render` turns it into the
 service's JSON, BirdCLEF rows and the detection formats.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +50,8 @@ class AudioFacts:
     """What the results report about a recording (its samples are not kept).
 
     Attributes:
-        duration_s (float): length of the decoded audio at the model's rate.
+        duration_s (float): length of the decoded audio (at the rate it was decoded at: the model's, or the
+            file's own for a mel model run at that rate).
         sample_rate (int): the rate stored in the file.
         channels (int): the file's channel count (mixed to mono for the model).
     """
@@ -148,26 +158,49 @@ class WindowPipeline:
         frontend (Frontend): the card's front end (shared, thread-safe).
         hop_s (float, optional): step between window starts. (Default: the card's hop)
         chunk_windows (int): windows per chunk of images (per model call, or per batcher submission).
+        native_rate (bool): run a mel card's front end at the audio's own rate when it can
+            (:meth:`decode_rate`); false: always resample to the card's rate. (Default: ``True``)
     """
 
     def __init__(self, card: ModelCard, frontend: Frontend, *, hop_s: float | None = None,
-                 chunk_windows: int = 64) -> None:
+                 chunk_windows: int = 64, native_rate: bool = True) -> None:
         if chunk_windows < 1:
             raise ValueError(f"chunk_windows must be >= 1, got {chunk_windows}")
         self.card = card
         self.frontend = frontend
+        self.native_rate = native_rate
         self.hop_s = card.frontend.hop_s if hop_s is None else hop_s
         self.chunk_windows = chunk_windows
         self.decode_s = 0.0
         self.frontend_s = 0.0
         self._pools: list[np.ndarray] = []  # recording grid: each chunk's pool, in the order chunks were made
 
+    # -- rates -------------------------------------------------------------------------------------
+    def decode_rate(self, source_rate: int) -> int:
+        """The rate to decode a file of ``source_rate`` Hz at: its own when the card's front end runs there
+        (a mel card, ``native_rate``, :meth:`Frontend.native <soundscape.audio.Frontend.native>`), else the
+        card's. Pass it as the reader's ``sample_rate`` (``AudioStream(src, sample_rate=pipe.decode_rate)``)."""
+        if self.native_rate and self.frontend.native(source_rate) is not None:
+            return int(source_rate)
+        return self.frontend.cfg.sample_rate
+
+    def frontend_for(self, rate: int) -> Frontend:
+        """The front end for audio at ``rate``: the card's at its own rate, else its native twin (see
+        :meth:`decode_rate`).
+
+        Raises:
+            ValueError: the card's front end cannot run at ``rate`` (or ``native_rate`` is off).
+        """
+        if rate == self.frontend.cfg.sample_rate:
+            return self.frontend
+        native = self.frontend.native(rate) if self.native_rate else None
+        if native is None:
+            raise ValueError(f"audio is at {rate} Hz but the front end expects {self.frontend.cfg.sample_rate} Hz")
+        return native
+
     # -- stages ------------------------------------------------------------------------------------
     def _blocks(self, audio: Audio | AudioStream | np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """The audio's blocks at the front end's rate, timing the reads as the decode stage."""
-        rate = self.frontend.cfg.sample_rate
-        if isinstance(audio, Audio | AudioStream) and audio.sample_rate != rate:
-            raise ValueError(f"audio is at {audio.sample_rate} Hz but the front end expects {rate} Hz")
+        """The audio's blocks, timing the reads as the decode stage."""
         if isinstance(audio, Audio):
             audio = [audio.samples]
         elif isinstance(audio, np.ndarray):
@@ -186,14 +219,21 @@ class WindowPipeline:
 
         Args:
             audio: decoded :class:`Audio`, an :class:`AudioStream` (blocks decoded on demand, in bounded
-                memory), a ``(n,)`` array, or any iterable of blocks, at the card's sample rate.
+                memory), a ``(n,)`` array, or any iterable of blocks. Arrays and blocks are at the card's
+                sample rate; :class:`Audio` and streams at it or at a rate the card's front end runs at
+                natively (:meth:`decode_rate`).
+
+        Raises:
+            ValueError: the audio is at a rate the front end cannot take.
         """
-        cfg = self.frontend.cfg
+        rate = audio.sample_rate if isinstance(audio, Audio | AudioStream) else self.frontend.cfg.sample_rate
+        fe = self.frontend_for(rate)
+        cfg = fe.cfg
         blocks = self._blocks(audio)
         on_grid = cfg.input == "waveform" and cfg.model_grid == "recording"
         items = self._grid_items(blocks) if on_grid else stream_windows(
             blocks, cfg.sample_rate, cfg.window_s, self.hop_s, cfg.min_partial_s)
-        make = self._grid_chunk if on_grid else self._chunk
+        make = self._grid_chunk if on_grid else functools.partial(self._chunk, fe)
         starts: list[float] = []
         payloads: list = []
         busy_from = time.perf_counter()
@@ -212,8 +252,9 @@ class WindowPipeline:
             self.frontend_s += time.perf_counter() - busy_from - (self.decode_s - decode_before)
             yield chunk
 
-    def _chunk(self, starts: list[float], windows: list[np.ndarray]) -> Chunk:
-        return Chunk(np.asarray(starts, dtype=np.float64), self.frontend(np.stack(windows)))
+    @staticmethod
+    def _chunk(fe: Frontend, starts: list[float], windows: list[np.ndarray]) -> Chunk:
+        return Chunk(np.asarray(starts, dtype=np.float64), fe(np.stack(windows)))
 
     def _grid_items(self, blocks: Iterator[np.ndarray]) -> Iterator[tuple[float, dict[int, np.ndarray]]]:
         """Report windows as ``(start_s, {grid index: model window})`` of the grid windows each overlaps."""

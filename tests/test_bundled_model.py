@@ -71,7 +71,7 @@ def test_served_bundled_model_answers_as_the_pipeline_and_finds_the_birds(make_s
         r = srv.client.post("/v1/predict", files={"file": (path.name, path.read_bytes(), "audio/ogg")})
         assert r.status_code == 200, r.text
         served = r.json()
-        local = render.response(engine.predict(decode(path, sample_rate=32000)), card, path.stem)
+        local = render.response(engine.predict(decode(path, sample_rate=engine.decode_rate)), card, path.stem)
         assert served["model"] == {"name": "birds", "version": 2} and served["audio"] == local.audio.model_dump()
         assert [w["row_id"] for w in served["windows"]] == [w.row_id for w in local.windows]
         np.testing.assert_allclose([list(w["probabilities"].values()) for w in served["windows"]],

@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Skip files the journal lists as finished.")
     run_.add_argument("--block-s", type=float, default=60.0, help="Longest block of decoded audio, in seconds.")
     run_.add_argument("--batch-size", type=int, default=32, help="Windows per model run.")
+    run_.add_argument("--no-native-rate", dest="native_rate", action="store_false",
+                      help="Always resample to the model's rate (default: a mel model computes its log-mel images "
+                           "at a file's own rate when its front end scales to it exactly, e.g. 48 kHz for a 32 kHz "
+                           "model, skipping the resampler).")
     run_.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "top_k": args.top_k, "formats": _split(args.formats),
         "embeddings": args.embeddings, "engine": args.engine, "workers": args.workers, "address": args.address,
         "num_cpus": args.num_cpus, "resume": args.resume, "block_s": args.block_s, "batch_size": args.batch_size,
+        "native_rate": args.native_rate,
     }.items() if v is not None}
     try:
         settings = AnalyzeSettings(**fields)

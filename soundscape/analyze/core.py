@@ -41,7 +41,7 @@ def analyze_file(engine: Engine, path: str | Path, settings: AnalyzeSettings) ->
     Raises:
         AudioError: the file is not usable audio (the code says why; the same as the service's).
     """
-    reader = stream(path, sample_rate=engine.card.frontend.sample_rate, block_s=settings.block_s)
+    pipe = engine.pipeline(settings.hop_s, settings.batch_size, native_rate=settings.native_rate)
+    reader = stream(path, sample_rate=pipe.decode_rate, block_s=settings.block_s)
     with reader:
-        return engine.predict(reader, hop_s=settings.hop_s, embeddings=settings.embeddings,
-                              batch_size=settings.batch_size)
+        return pipe.run(reader, lambda x: engine.run(x, embeddings=settings.embeddings))

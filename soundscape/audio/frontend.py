@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import functional as F
 from .config import FrontendConfig
+from .native import native_config, native_power_scale
 from .reader import Audio
 
 __all__ = ["Frontend", "Windows"]
@@ -54,6 +55,8 @@ class Frontend:
         cfg (FrontendConfig): front-end settings (from the model card).
         workers (int): threads that share a batch's windows. (Default: ``1``; ``2`` halves the time of
             one request on an idle 2-core machine, while a busy service parallelises across requests)
+        power_scale (float): factor applied to the power spectrum (folded into the filter bank): a card's front
+            end computed at another rate (:meth:`native`) uses ``(card rate / rate) ** power``. (Default: ``1.0``)
 
     The batch is processed one window at a time through buffers reused across calls (one set per
     thread): every temporary (frames, spectrum, power) stays a few MB and cache-resident, and nothing
@@ -67,11 +70,16 @@ class Frontend:
         >>> images = fe(windows.samples)         # (12, 128, 313) float32
     """
 
-    def __init__(self, cfg: FrontendConfig, *, workers: int = 1) -> None:
+    def __init__(self, cfg: FrontendConfig, *, workers: int = 1, power_scale: float = 1.0) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if not power_scale > 0:
+            raise ValueError(f"power_scale must be positive, got {power_scale}")
         self.cfg = cfg
         self.workers = workers
+        self.power_scale = float(power_scale)
+        self._native: dict[int, Frontend | None] = {}
+        self._native_lock = threading.Lock()
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="frontend") if workers > 1 else None
         if cfg.input == "waveform":  # sample indices of each report window's model windows: (k, samples)
@@ -83,8 +91,27 @@ class Frontend:
         # Bins above the last non-zero filter row add nothing: skip them in |X|^2 and the matmul.
         nonzero = np.flatnonzero(fb.any(axis=1))
         self.max_bin = int(nonzero[-1]) + 1 if len(nonzero) else cfg.n_freqs
+        if self.power_scale != 1.0:
+            fb = fb * np.float32(self.power_scale)
         self.fb = np.ascontiguousarray(fb[: self.max_bin])
         self._fb_sparse = scipy.sparse.csr_array(self.fb.T)  # (n_mels, max_bin)
+
+    def native(self, rate: int) -> Frontend | None:
+        """This front end computed directly at ``rate`` (the rate a file is decoded at), or None when that is not
+        exactly possible (:func:`~soundscape.audio.native.native_config`; then resample to ``cfg.sample_rate``).
+
+        The returned front end's ``cfg`` is at ``rate`` (lengths in samples scaled), its images have this one's
+        shape and, within the measured bounds of :mod:`soundscape.audio.native`, its values. One instance per
+        rate is built on first use and kept (thread-safe); ``rate == cfg.sample_rate`` gives None too (use this
+        front end).
+        """
+        rate = int(rate)
+        with self._native_lock:
+            if rate not in self._native:
+                ncfg = native_config(self.cfg, rate)
+                self._native[rate] = None if ncfg is None else Frontend(
+                    ncfg, workers=self.workers, power_scale=self.power_scale * native_power_scale(self.cfg, rate))
+            return self._native[rate]
 
     def windows(self, audio: Audio | np.ndarray, hop_s: float | None = None) -> Windows:
         """Cut decoded audio into windows by the card's windowing policy.

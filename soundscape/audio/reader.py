@@ -18,7 +18,7 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -52,6 +52,9 @@ RESAMPLE_QUALITY = "HQ"
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".w64", ".rf64"})
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+# A target rate in Hz, or a function of the file's own rate (read from its header) giving it: how a mel model's
+# pipeline decodes a file at its own rate when its front end can run there (``WindowPipeline.decode_rate``).
+TargetRate = int | Callable[[int], int] | None
 
 
 @dataclass(frozen=True)
@@ -429,7 +432,8 @@ class AudioStream:
 
     Args:
         source: a path, the file's bytes, or a seekable binary file object.
-        sample_rate (int, optional): target rate in Hz. (Default: the file's own rate)
+        sample_rate (int or callable, optional): target rate in Hz, or a function of the file's own rate that
+            gives it (called once, after the header checks). (Default: the file's own rate)
         block_s (float, optional): longest block yielded, in seconds. (Default: one read, 2^18 source frames)
         max_duration_s (float, optional): refuse files longer than this, from the header. (Default: no limit)
         name (str, optional): name used in error messages. (Default: the path, or ``<upload>``)
@@ -445,7 +449,7 @@ class AudioStream:
             too long, no channels, or a sample rate outside 8-384 kHz.
     """
 
-    def __init__(self, source: AudioSource, *, sample_rate: int | None = None, block_s: float | None = None,
+    def __init__(self, source: AudioSource, *, sample_rate: TargetRate = None, block_s: float | None = None,
                  max_duration_s: float | None = None, name: str | None = None) -> None:
         self.label = label = _describe(source, name)
         self._fh = fh = _as_file(source)
@@ -469,6 +473,12 @@ class AudioStream:
         except BaseException:
             snd.close()
             raise
+        if callable(sample_rate):
+            try:
+                sample_rate = int(sample_rate(info.sample_rate))
+            except BaseException:
+                snd.close()
+                raise
         self.sample_rate = sample_rate or info.sample_rate
         self._block = None if block_s is None else max(int(block_s * self.sample_rate), 1)
         self.frames_read = 0
@@ -524,7 +534,7 @@ class AudioStream:
             self.close()
 
 
-def stream(source: AudioSource, *, sample_rate: int, block_s: float = 60.0, max_duration_s: float | None = None,
+def stream(source: AudioSource, *, sample_rate: TargetRate, block_s: float = 60.0, max_duration_s: float | None = None,
            name: str | None = None) -> AudioStream:
     """Decode a long file block by block, in bounded memory: the :class:`AudioStream` of ``source``.
 
@@ -533,7 +543,7 @@ def stream(source: AudioSource, *, sample_rate: int, block_s: float = 60.0, max_
 
     Args:
         source: a path, the file's bytes, or a seekable binary file object.
-        sample_rate (int): target rate in Hz.
+        sample_rate (int or callable): target rate in Hz, or a function of the file's rate giving it.
         block_s (float): longest block yielded, in seconds (reads are 2^18 source frames). (Default: ``60.0``)
         max_duration_s (float, optional): refuse files longer than this. (Default: no limit)
         name (str, optional): name used in error messages.
@@ -541,7 +551,7 @@ def stream(source: AudioSource, *, sample_rate: int, block_s: float = 60.0, max_
     return AudioStream(source, sample_rate=sample_rate, block_s=block_s, max_duration_s=max_duration_s, name=name)
 
 
-def decode(source: AudioSource, *, sample_rate: int | None = None, max_duration_s: float | None = None,
+def decode(source: AudioSource, *, sample_rate: TargetRate = None, max_duration_s: float | None = None,
            name: str | None = None) -> Audio:
     """Decode audio to mono float32, resampled to ``sample_rate``: the :class:`AudioStream` read to the end.
 
