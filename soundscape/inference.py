@@ -55,7 +55,8 @@ class Engine:
             :func:`~soundscape.runtimes.open_runtime`). (Default: ``True``, ``True``)
         native_rate (bool): a mel model's pipelines decode files at their own rate when the card's front end
             runs there exactly (48/64/96 kHz for the default 32 kHz card: no resampling; see
-            :mod:`soundscape.audio.native`); false: always resample to the card's rate. (Default: ``True``)
+            :mod:`soundscape.audio.native`); false: always resample to the card's rate. (Default: ``False``:
+            at concurrency it saved no time and cost memory, see the service's ``native_rate_mel``)
 
     Raises:
         EngineError: the card's runtime is not installed (the message names the extra), cannot load the
@@ -64,7 +65,7 @@ class Engine:
 
     def __init__(self, model: VerifiedModel, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
                  fft_workers: int = 1, memory_arena: bool = True, memory_pattern: bool = True,
-                 native_rate: bool = True) -> None:
+                 native_rate: bool = False) -> None:
         self.card: ModelCard = model.card
         self.native_rate = native_rate
         emb = self.card.embedding_output

@@ -13,7 +13,7 @@ wherever the caller runs it (the service: its dynamic batcher, which mixes windo
 the card's postprocessing (:mod:`soundscape.postprocess`) to the whole file. Whole files and streamed
 blocks give the same windows (:func:`~soundscape.audio.functional.stream_windows`), so the same numbers.
 
-Native rate (mel models, ``native_rate=True``, the default): a file whose own rate the card's log-mel front end
+Native rate (mel models, ``native_rate=True``; off by default): a file whose own rate the card's log-mel front end
 can run at exactly (:func:`~soundscape.audio.native.native_config`: 48, 64 or 96 kHz for the default 32 kHz
 card) is decoded at that rate, without resampling, and its windows go through the card's front end scaled to that
 rate (:meth:`Frontend.native <soundscape.audio.Frontend.native>`): the same windows, starts and image shapes,
@@ -159,11 +159,11 @@ class WindowPipeline:
         hop_s (float, optional): step between window starts. (Default: the card's hop)
         chunk_windows (int): windows per chunk of images (per model call, or per batcher submission).
         native_rate (bool): run a mel card's front end at the audio's own rate when it can
-            (:meth:`decode_rate`); false: always resample to the card's rate. (Default: ``True``)
+            (:meth:`decode_rate`); false: always resample to the card's rate. (Default: ``False``)
     """
 
     def __init__(self, card: ModelCard, frontend: Frontend, *, hop_s: float | None = None,
-                 chunk_windows: int = 64, native_rate: bool = True) -> None:
+                 chunk_windows: int = 64, native_rate: bool = False) -> None:
         if chunk_windows < 1:
             raise ValueError(f"chunk_windows must be >= 1, got {chunk_windows}")
         self.card = card

@@ -112,14 +112,15 @@ class Settings(BaseSettings):
                                   "8 per core; MALLOC_ARENA_MAX in the environment wins). Fewer: less RSS.")
     fft_workers: int = Field(1, ge=1, le=256, description="FFT threads of the front end per call.")
     native_rate_mel: bool = Field(
-        True, description="Mel models: decode an upload at its own sample rate and compute the log-mel images "
-                          "there when the card's front end scales to it exactly (48/64/96 kHz for the default "
-                          "32 kHz card: FFT size and hop times rate/card rate), skipping the resampler (~6 ms of "
-                          "CPU per minute of 48 kHz audio). Images agree with the resampled path to ~1e-4 dB "
-                          "except the 2 frames at each window edge; probabilities move by about as much as the "
-                          "model's own noise (bundled model: up to ~0.04). False: always resample to the card's "
-                          "rate (the output before this setting, bit for bit). Other rates (44.1, 22.05 kHz) and "
-                          "waveform models always resample.")
+        False, description="Mel models: decode an upload at its own sample rate and compute the log-mel images "
+                           "there when the card's front end scales to it exactly (48/64/96 kHz for the default "
+                           "32 kHz card: FFT size and hop times rate/card rate), skipping the resampler (~6 ms "
+                           "less CPU per minute of 48 kHz audio, but more memory: the samples stay at 48 kHz). "
+                           "Measured at concurrency 4 it gave no throughput and 30-45 MB more peak RSS, so it is "
+                           "off by default (off: always resample to the card's rate). Images agree with the "
+                           "resampled path to ~1e-4 dB except the 2 frames at each window edge; probabilities "
+                           "move by about as much as the model's own noise (bundled int8 model: up to ~0.04). "
+                           "Other rates (44.1, 22.05 kHz) and waveform models always resample.")
     cpu_workers: int = Field(default_factory=available_cpus, ge=1, le=256,
                              description="Threads that decode audio and compute spectrograms.")
     batch_max_size: int = Field(12, ge=1, le=1024, description="Most windows in one model run.")

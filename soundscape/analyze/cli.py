@@ -69,10 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Skip files the journal lists as finished.")
     run_.add_argument("--block-s", type=float, default=60.0, help="Longest block of decoded audio, in seconds.")
     run_.add_argument("--batch-size", type=int, default=32, help="Windows per model run.")
-    run_.add_argument("--no-native-rate", dest="native_rate", action="store_false",
-                      help="Always resample to the model's rate (default: a mel model computes its log-mel images "
-                           "at a file's own rate when its front end scales to it exactly, e.g. 48 kHz for a 32 kHz "
-                           "model, skipping the resampler).")
+    run_.add_argument("--native-rate", action=argparse.BooleanOptionalAction, default=False,
+                      help="A mel model computes its log-mel images at a file's own rate when its front end scales "
+                           "to it exactly (e.g. 48 kHz for a 32 kHz model), skipping the resampler; off: always "
+                           "resample to the model's rate.")
     run_.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 

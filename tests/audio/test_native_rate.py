@@ -169,7 +169,7 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_root) -> Engine:
-    return Engine(ModelStore(tiny_root).load("birds"))
+    return Engine(ModelStore(tiny_root).load("birds"), native_rate=True)
 
 
 def flac(x: np.ndarray, rate: int) -> bytes:
@@ -211,7 +211,7 @@ def test_off_switch_gives_the_resampled_output_exactly(tiny_engine, tiny_root):
     data = flac(band_limited(48000, seconds=17.0, top=7000.0), 48000)
     old = tiny_engine.predict(decode(data, sample_rate=16000), hop_s=2.0, embeddings=True)  # the path before
     for engine_off in (False, True):
-        engine = Engine(ModelStore(tiny_root).load("birds"), native_rate=False) if engine_off else tiny_engine
+        engine = Engine(ModelStore(tiny_root).load("birds")) if engine_off else tiny_engine  # off: the default
         kwargs = {} if engine_off else {"native_rate": False}
         assert engine.decode_rate(48000, **kwargs) == 16000
         pipe = engine.pipeline(2.0, **kwargs)
@@ -242,7 +242,7 @@ def test_bundled_model_probabilities_on_a_48k_demo_flac(demo_minute):
     model itself is that sensitive: gaussian noise of 1e-5 (a tenth of the images' interior difference) added
     to the resampled path's images moves its probabilities by up to 0.039, and swapping in the resampled
     path's edge frames leaves the difference unchanged."""
-    engine = Engine(ModelStore(default_store_path()).load("birds"))
+    engine = Engine(ModelStore(default_store_path()).load("birds"), native_rate=True)
     data = flac(demo_minute, 48000)
     native = engine.predict(AudioStream(data, sample_rate=engine.decode_rate), postprocess=False)
     old = engine.predict(AudioStream(data, sample_rate=32000), postprocess=False)
@@ -262,8 +262,8 @@ def test_analyze_48k_file_gives_the_same_windows_and_no_native_rate_the_old_ones
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert parser.parse_args(["a.wav", "--out", "o"]).native_rate is True
-    assert parser.parse_args(["a.wav", "--out", "o", "--no-native-rate"]).native_rate is False
+    assert parser.parse_args(["a.wav", "--out", "o"]).native_rate is False
+    assert parser.parse_args(["a.wav", "--out", "o", "--native-rate"]).native_rate is True
 
     root = tmp_path / "store"
     make_store(root, frontend=TINY)
@@ -274,7 +274,7 @@ def test_analyze_48k_file_gives_the_same_windows_and_no_native_rate_the_old_ones
         settings = AnalyzeSettings(inputs=[str(path)], out=tmp_path / f"out{native}", store=root, workers=1,
                                    formats=["json"], hop_s=2.0, block_s=3.3, batch_size=5, threshold=None,
                                    native_rate=native)
-        assert ("native_rate" in settings.result_options()) is not native
+        assert ("native_rate" in settings.result_options()) is native
         run_analysis(settings, progress=False)
         got[native] = json.loads((tmp_path / f"out{native}" / "rec.json").read_text())
     old = Engine(ModelStore(root).load("birds")).predict(decode(path, sample_rate=16000), hop_s=2.0)
@@ -288,9 +288,9 @@ def test_analyze_48k_file_gives_the_same_windows_and_no_native_rate_the_old_ones
 def test_service_setting(monkeypatch):
     from app.core.config import Settings
 
-    assert Settings().native_rate_mel is True
-    monkeypatch.setenv("SOUNDSCAPE_NATIVE_RATE_MEL", "false")
     assert Settings().native_rate_mel is False
+    monkeypatch.setenv("SOUNDSCAPE_NATIVE_RATE_MEL", "true")
+    assert Settings().native_rate_mel is True
     assert "resample" in Settings.model_fields["native_rate_mel"].description
 
 
