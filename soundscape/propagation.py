@@ -174,7 +174,10 @@ def _bandpass_sos(sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray
 def band_power(x: np.ndarray, sample_rate: int, mask: np.ndarray | None = None,
                band: tuple[float, float] = SNR_BAND_HZ) -> float:
     """Mean power of ``x`` in ``band`` Hz, over the samples where ``mask`` is true (all when ``None``)."""
-    y = _bandpass(np.asarray(x, dtype=np.float64), sample_rate, band)
+    return _mean_power(band_signal(x, sample_rate, band), mask)
+
+
+def _mean_power(y: np.ndarray, mask: np.ndarray | None) -> float:
     if mask is not None:
         y = y[np.asarray(mask, dtype=bool)]
     return float(np.mean(y**2)) if len(y) else 0.0
@@ -192,8 +195,7 @@ def active_mask(x: np.ndarray, sample_rate: int, *, frame_s: float = 0.02, withi
 
     The extent of a call in a recorded clip (whose own quiet noise floor is not the call).
     """
-    return loud_samples(_bandpass(np.asarray(x, dtype=np.float64), sample_rate, band), sample_rate,
-                        frame_s=frame_s, within_db=within_db)
+    return loud_samples(band_signal(x, sample_rate, band), sample_rate, frame_s=frame_s, within_db=within_db)
 
 
 def loud_samples(banded: np.ndarray, sample_rate: int, *, frame_s: float = 0.02, within_db: float = 20.0
@@ -225,11 +227,7 @@ def gain_for_snr(bed: np.ndarray, call: np.ndarray, snr_db: float, sample_rate: 
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         mask = np.ones(len(call), dtype=bool)
-    if call_banded is None:
-        p_call = band_power(call, sample_rate, mask, band)
-    else:
-        y = call_banded[mask]
-        p_call = float(np.mean(y**2)) if len(y) else 0.0
+    p_call = band_power(call, sample_rate, mask, band) if call_banded is None else _mean_power(call_banded, mask)
     p_bed = band_power(bed, sample_rate, mask, band)
     return float(np.sqrt(p_bed * 10 ** (snr_db / 10) / p_call)) if p_call > 0 else 0.0
 

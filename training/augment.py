@@ -459,11 +459,12 @@ class Augmenter:
         background thread while the model's dropout draws from the global generator.
         """
         generator = torch.Generator(device=images.device).manual_seed(int(self.rng.integers(0, 2**62)))
-        part = images[sel]
-        size, lead = part.shape[axis], part.shape[:-2]
+        size = images.shape[axis]
         param = min(param, size)
         if param < 1:
             return images
+        part = images[sel]
+        lead = part.shape[:-2]
         positions = torch.arange(size, device=part.device, dtype=part.dtype)
         shape = (*lead, 1, size) if axis == -1 else (*lead, size, 1)
         for _ in range(count):

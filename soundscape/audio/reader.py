@@ -470,15 +470,11 @@ class AudioStream:
                 code, why = damage
                 kind = "truncated file" if code == AudioErrorCode.TRUNCATED else "corrupt stream"
                 raise AudioError(code, f"{label}: {why} ({kind})")
+            if callable(sample_rate):  # the rate for this file's own (e.g. WindowPipeline.decode_rate)
+                sample_rate = int(sample_rate(info.sample_rate))
         except BaseException:
             snd.close()
             raise
-        if callable(sample_rate):
-            try:
-                sample_rate = int(sample_rate(info.sample_rate))
-            except BaseException:
-                snd.close()
-                raise
         self.sample_rate = sample_rate or info.sample_rate
         self._block = None if block_s is None else max(int(block_s * self.sample_rate), 1)
         self.frames_read = 0
