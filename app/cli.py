@@ -25,6 +25,7 @@ _OVERRIDES = {
     "cpu_workers": "cpu_workers",
     "batch_max_size": "batch_max_size",
     "batch_max_wait_ms": "batch_max_wait_ms",
+    "max_concurrent_batches": "max_concurrent_batches",
     "max_concurrent_requests": "max_concurrent_requests",
     "max_upload_bytes": "max_upload_bytes",
     "max_duration_s": "max_duration_s",
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-workers", type=int, default=None, help="Decode/front-end threads.")
     parser.add_argument("--batch-max-size", type=int, default=None, help="Most windows per model run.")
     parser.add_argument("--batch-max-wait-ms", type=float, default=None, help="Batch wait after the first window.")
+    parser.add_argument("--max-concurrent-batches", type=int, default=None,
+                        help="Model runs at once (default: half the cores for log-mel models, all for waveform).")
     parser.add_argument("--max-concurrent-requests", type=int, default=None, help="Requests in progress at once.")
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="Largest upload in bytes.")
     parser.add_argument("--max-duration-s", type=float, default=None, help="Longest recording in seconds.")

@@ -54,14 +54,18 @@ class Metrics:
         self.model_info = Gauge("soundscape_model_info", "The served model (value 1).",
                                 ["name", "version", "architecture", "precision", "sha256"], registry=r)
         self.model_ready = Gauge("soundscape_model_ready", "1 when a model is loaded and warm.", registry=r)
+        self.model_runs = Gauge("soundscape_model_run_slots",
+                                "Model runs the served model may have in flight at once (MAX_CONCURRENT_BATCHES).",
+                                registry=r)
         self.reloads = Counter("soundscape_model_reloads", "Model swaps that succeeded.", registry=r)
         self.reload_failures = Counter("soundscape_model_reload_failures",
                                        "Model loads refused (checksum, load or warm-up failure).", ["reason"],
                                        registry=r)
 
-    def set_model(self, name: str, version: int, architecture: str, precision: str, sha256: str) -> None:
-        """Record the served model (removes the previous ``model_info`` series)."""
+    def set_model(self, name: str, version: int, architecture: str, precision: str, sha256: str, runs: int) -> None:
+        """Record the served model (removes the previous ``model_info`` series) and its concurrent runs."""
         self.model_info.clear()
+        self.model_runs.set(runs)
         self.model_info.labels(name, str(version), architecture, precision, sha256[:12]).set(1)
         self.model_version.labels(name).set(version)
         self.model_ready.set(1)

@@ -112,7 +112,7 @@ class ModelManager:
             max_batch_size=s.batch_max_size,
             max_wait_ms=s.batch_max_wait_ms,
             max_queue_windows=s.max_queue_windows,
-            max_concurrent_batches=s.max_concurrent_batches,
+            max_concurrent_batches=s.model_runs(engine.card.frontend.input),
             metrics=self.metrics,
             name=f"{engine.name}-v{engine.version}",
         )
@@ -134,7 +134,8 @@ class ModelManager:
     def _swap(self, new: ServedModel) -> ServedModel | None:
         old, self.current = self.current, new
         card = new.card
-        self.metrics.set_model(card.name, card.version, card.architecture, card.precision, card.sha256)
+        self.metrics.set_model(card.name, card.version, card.architecture, card.precision, card.sha256,
+                               new.batcher.max_concurrent_batches)
         if old is not None:
             old.retired = True
             self.metrics.reloads.inc()

@@ -133,6 +133,12 @@ def reset_hwm(pid: int) -> bool:
     return True
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -203,6 +209,7 @@ def bench_server(store: Path, files: list[dict], *, overrides: dict[str, str], l
                                 errors[0] += 1
 
             hwm_reset = reset_hwm(proc.pid)
+            server_cpu0, client_cpu0 = cpu_s(proc.pid), sum(os.times()[:2])
             start = time.perf_counter()
             threads = [threading.Thread(target=worker, args=(k,)) for k in range(c)]
             for t in threads:
@@ -210,9 +217,15 @@ def bench_server(store: Path, files: list[dict], *, overrides: dict[str, str], l
             for t in threads:
                 t.join()
             wall = time.perf_counter() - start
+            server_cpu, client_cpu = cpu_s(proc.pid) - server_cpu0, sum(os.times()[:2]) - client_cpu0
+            minutes = max(done_minutes[0], 1e-9)
             out["throughput"][str(c)] = {"audio_min_per_s": round(done_minutes[0] / wall, 2),
                                          "minutes": round(done_minutes[0], 1), "wall_s": round(wall, 2),
                                          "errors": errors[0],
+                                         # cores busy in the server and in this load generator (same machine)
+                                         "server_cores": round(server_cpu / wall, 2),
+                                         "client_cores": round(client_cpu / wall, 2),
+                                         "server_cpu_ms_per_audio_min": round(1000 * server_cpu / minutes, 1),
                                          # the peak during this level (since the start where no reset)
                                          "peak_rss_mb": round(vm_hwm_mb(proc.pid), 1) if hwm_reset else None}
             log.info("concurrency %d: %.2f audio-min/s (%d errors)", c, done_minutes[0] / wall, errors[0])

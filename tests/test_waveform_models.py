@@ -19,10 +19,12 @@ import soundfile as sf
 from pydantic import ValidationError
 
 from model_store import ModelCard, ModelStore, default_store_path
+from soundscape import available_cpus
 from soundscape.audio import Frontend, FrontendConfig, decode
 from soundscape.audio.functional import stream_grid, window_starts
 from soundscape.inference import Engine, sigmoid
 from soundscape.pipeline import WindowPipeline
+from tests.app.test_service import metric
 from tests.utils.models import (
     DEFAULT_CODES,
     make_store,
@@ -197,8 +199,12 @@ def test_imported_waveform_model_serves_analyzes_and_hot_reloads(make_server, wa
     assert card.frontend.input == "waveform" and card.license == "CC0-1.0" and card.source.file == "wave.onnx"
     assert card.labels[0].scientific_name == f"Genus {DEFAULT_CODES[0]}"
 
+    # Model runs at once: half the cores for a mel model (decoding and the front end need the rest), all for a
+    # waveform model, whose time is nearly all in the model.
+    assert metric(c.get("/metrics").text, "soundscape_model_run_slots") == max(available_cpus() // 2, 1)
     r = c.post("/v1/admin/promote/2", headers=AUTH)  # hot reload: mel -> waveform
     assert r.status_code == 200 and r.json()["served"]["version"] == 2, r.text
+    assert metric(c.get("/metrics").text, "soundscape_model_run_slots") == available_cpus()
     body = c.post("/v1/predict", content=data, headers=RAW, params={"threshold": 0}).json()
     assert body["model"]["version"] == 2 and [w["start_s"] for w in body["windows"]] == [0, 5, 10]
     samples = decode(tmp_path / "rec.wav", sample_rate=16000).samples
@@ -221,6 +227,7 @@ def test_imported_waveform_model_serves_analyzes_and_hot_reloads(make_server, wa
     assert r.status_code == 200 and r.json()["served"]["version"] == 1
     back = c.post("/v1/predict", content=data, headers=RAW, params={"threshold": 0}).json()
     assert back["windows"] == mel["windows"] and back["model"]["version"] == 1
+    assert metric(c.get("/metrics").text, "soundscape_model_run_slots") == max(available_cpus() // 2, 1)
 
 
 # -- bad imports: one line naming the file, never a traceback ---------------------------------------------

@@ -101,6 +101,13 @@ def test_metrics_content(server):
     assert "soundscape_model_reload_failures_total" in text or "soundscape_model_reload_failures" in text
 
 
+def test_max_concurrent_batches_sets_the_model_runs(make_server):
+    srv = make_server(max_concurrent_batches=3)  # the default (half the cores for a mel model) is in the waveform test
+    assert metric(srv.client.get("/metrics").text, "soundscape_model_run_slots") == 3
+    r = srv.client.post("/v1/predict", content=wav(10.0), headers=RAW)
+    assert r.status_code == 200 and len(r.json()["windows"]) == 2
+
+
 def test_openapi_documents_every_field(server):
     doc = server.client.get("/openapi.json").json()
     assert set(doc["paths"]) >= {"/v1/predict", "/v1/predict/batch", "/v1/models", "/v1/models/{version}",
