@@ -11,8 +11,10 @@ end, data preparation and validation included.
 Variants (``--variants``): ``float32`` (no autocast, contiguous, no prefetch), ``bf16_cl`` (bfloat16 autocast
 and channels-last), ``default`` (those plus the prefetch thread: today's defaults), ``malloc_env`` (``default``
 with ``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=134217728``, the glibc settings this project used to
-recommend), ``arena2`` (``default`` with ``MALLOC_ARENA_MAX=2``). Self-training is off (one round), so the figures
-are a round's; the other variables of the environment are passed on, ``MALLOC_*`` ones only as the variant says.
+recommend), ``arena2`` (``default`` with ``MALLOC_ARENA_MAX=2``), ``hugetlb`` (glibc transparent huge pages,
+1 MiB mmap threshold), ``micro16`` / ``micro8`` (``default`` with ``micro_batch`` 16 / 8: the batch of 32
+through the model in passes). Self-training is off (one round), so the figures are a round's; the other
+variables of the environment are passed on, ``MALLOC_*`` ones only as the variant says.
 
 Usage::
 
@@ -47,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "malloc_env": {"config": {}, "env": MALLOC_ENV},
     "arena2": {"config": {}, "env": {"MALLOC_ARENA_MAX": "2"}},
     "hugetlb": {"config": {}, "env": HUGETLB_ENV},
+    "micro16": {"config": {"micro_batch": 16}, "env": {}},
+    "micro8": {"config": {"micro_batch": 8}, "env": {}},
 }
 
 

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="timm-compatible weights to start from.")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs (default: TrainConfig's).")
     parser.add_argument("--batch-size", type=int, default=None, help="Batch size.")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="Windows per forward/backward pass, for machines short of memory (see TrainConfig).")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps per epoch.")
     parser.add_argument("--seed", type=int, default=None, help="Random seed.")
     add_write_store_argument(parser)
@@ -71,7 +73,7 @@ def train_fields(args: argparse.Namespace) -> dict:
             value = args.data / default
         if value is not None:
             fields[field] = value
-    for field in ("arch", "checkpoint", "epochs", "batch_size", "max_steps_per_epoch", "seed"):
+    for field in ("arch", "checkpoint", "epochs", "batch_size", "micro_batch", "max_steps_per_epoch", "seed"):
         if getattr(args, field) is not None:
             fields[field] = getattr(args, field)
     fields["out_dir"] = args.out_dir

@@ -30,7 +30,8 @@ _FIELDS = {
     "soundscapes_labels": "soundscapes_labels", "soundscapes_dir": "soundscapes_dir", "backgrounds": "backgrounds_dir",
     "taxonomy": "taxonomy",
     "out": "out_dir", "cache_dir": "cache_dir", "arch": "arch", "pretrained": "pretrained",
-    "checkpoint": "checkpoint", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+    "checkpoint": "checkpoint", "epochs": "epochs", "batch_size": "batch_size", "micro_batch": "micro_batch",
+    "lr": "lr",
     "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "loss": "loss",
     "secondary_weight": "secondary_weight", "sampling_alpha": "sampling_alpha", "seed": "seed",
     "val_fraction": "val_fraction", "patience": "early_stopping_patience", "num_workers": "num_workers",
@@ -130,6 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("--batch-size", type=int)
+    opt.add_argument("--micro-batch", type=int, help="Windows per forward/backward pass (gradient summed over the "
+                     "batch's passes): less memory, BatchNorm on each pass (default: whole batches).")
     opt.add_argument("--lr", type=float)
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--warmup-epochs", type=float)

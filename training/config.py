@@ -267,6 +267,11 @@ class TrainConfig(BaseModel):
         1024, ge=1, description="Samples drawn per epoch (None: one pass over the training clips), so small and "
         "large data sets train on the same schedule.")
     batch_size: int = Field(32, ge=1)
+    micro_batch: int | None = Field(
+        None, ge=1, description="Windows per forward and backward pass: each batch's gradient is summed over "
+        "passes of this many before its one optimiser step, so the activations held (~32 MB a window at 128 x 313 "
+        "in bfloat16) follow this size instead of batch_size. BatchNorm then normalises each pass on its own "
+        "statistics (ghost batch norm): a different, not an identical, run. None: whole batches.")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length, epochs (may be fractional).")

@@ -10,6 +10,7 @@ broadcasts the validation metric so all ranks stop early together.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -579,20 +580,35 @@ def _prepare(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[tor
 
 
 def _train_step(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
-    """Forward, backward and step on one prepared batch; its loss and size."""
+    """Forward, backward and step on one prepared batch; its loss and size.
+
+    With ``cfg.micro_batch`` the batch goes through the model in passes of that many windows, each pass's loss
+    weighted by its share of the batch, so the summed gradient is the batch mean's (BatchNorm aside); the
+    gradients are reduced across ranks on the last pass only."""
     cfg, device = run.cfg, run.ctx.device
-    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-        logits = run.net(images)
-    loss = run.loss_fn(logits.float(), targets)
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    size = cfg.micro_batch or len(images)
+    starts = range(0, len(images), size)
+    total = 0.0
+    for a in starts:
+        last = a == starts[-1]
+        sync = contextlib.nullcontext() if last or not hasattr(run.net, "no_sync") else run.net.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32,
+                                enabled=run.amp_dtype is not None):
+                logits = run.net(images[a : a + size])
+            loss = run.loss_fn(logits.float(), targets[a : a + size])
+            if size < len(images):
+                loss = loss * (len(logits) / len(images))
+            run.scaler.scale(loss).backward()
+        total += loss.item()
     if cfg.grad_clip:
         run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
-    return loss.item(), len(images)
+    return total, len(images)
 
 
 def _validate_epoch(run: _Run, row: dict) -> tuple[dict[str, float], dict[str, float]]:
