@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from soundscape import __version__
+from soundscape.allocator import limit_malloc_arenas
 
-from .allocator import limit_malloc_arenas
 from .api.main import api_router
 from .clients import ShutdownMiddleware
 from .core.config import Settings, get_settings

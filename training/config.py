@@ -302,6 +302,10 @@ class TrainConfig(BaseModel):
         default_factory=lambda: Postprocess(smoothing="neighbours"),
         description="Temporal smoothing the exported model's card declares (applied by the service and analyze).")
     num_workers: int = Field(0, ge=0)
+    malloc_arena_max: int = Field(
+        1, ge=0, le=1024, description="Cap on glibc's malloc arenas, set when training starts (0: glibc's default of "
+        "8 per core; MALLOC_ARENA_MAX in the environment wins). With one, the batch-preparing thread reuses the "
+        "memory the steps free instead of keeping its own.")
     prefetch: bool = Field(True, description="Prepare the next batch (augmentation, log-mel, SpecAugment) in a "
                            "background thread while the model steps on this one; the same batches as without.")
     val_batch_size: int = Field(16, ge=1, description="Windows per validation run. ONNX Runtime keeps its largest "

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from model_store import DataSummary, Label
+from soundscape.allocator import limit_malloc_arenas
 from soundscape.audio.transforms import LogMelSpectrogram
 
 from .augment import Augmenter, load_beds
@@ -334,6 +335,7 @@ def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | Non
         FileNotFoundError: a configured file or folder is missing.
         ValueError: unusable data or settings (the message names the file or value).
     """
+    limit_malloc_arenas(cfg.malloc_arena_max)  # before the prefetch thread and torch's pool allocate
     ctx = _init_distributed()
     try:
         return _train(cfg, ctx, on_epoch_end, pseudo_labels)

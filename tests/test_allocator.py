@@ -1,4 +1,5 @@
-"""The server's C allocator cap (``MALLOC_ARENA_MAX`` setting): applied on glibc, the user's environment wins."""
+"""The C allocator cap (the service's ``MALLOC_ARENA_MAX`` setting, training's ``malloc_arena_max``): applied on
+glibc, the user's environment wins."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import platform
 
 import pytest
 
-from app.allocator import limit_malloc_arenas
+from soundscape.allocator import limit_malloc_arenas
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt(M_ARENA_MAX) is glibc's")

@@ -1,9 +1,10 @@
-"""The C allocator's settings for a long-running server (glibc).
+"""The C allocator's arena cap (glibc), for the service and for training.
 
 glibc gives every thread that meets contention its own malloc arena (up to 8 per core) and keeps what is freed
 in each: with the decode, front-end and model threads of a busy server that is tens of MB of freed-but-kept
-memory. Capping the arenas (``mallopt(M_ARENA_MAX)``, what ``MALLOC_ARENA_MAX`` does when set before the process
-starts) keeps the peak down at no measured cost in throughput (README "Service").
+memory, and in training the batch-preparing thread's arena holds its own copy of the augmentation's buffers.
+Capping the arenas (``mallopt(M_ARENA_MAX)``, what ``MALLOC_ARENA_MAX`` does when set before the process starts)
+keeps the peak down at no measured cost in speed (README "Service", "Training speed and memory").
 """
 
 from __future__ import annotations
