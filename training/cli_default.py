@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import CPU_MICRO_BATCH, parse_micro_batch
+
     add_write_store_argument(parser)
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name.")
     parser.add_argument("--work-dir", type=Path, default=Path("build/default-model"),
@@ -37,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Epochs of the first round (default: TrainConfig's, 6 x 1024 samples; with the 3-epoch "
                              "student round about 20 min on 2 idle cores).")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size.")
-    parser.add_argument("--micro-batch", type=int, default=None,
-                        help="Windows per forward/backward pass, for machines short of memory (see TrainConfig).")
+    parser.add_argument("--micro-batch", type=parse_micro_batch, default="auto", metavar="N|auto|none",
+                        help=f"Windows per forward/backward pass (auto: {CPU_MICRO_BATCH} on CPUs, whole batches on "
+                             "GPUs; none: whole batches).")
     parser.add_argument("--lr", type=float, default=1e-3, help="Peak learning rate.")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps (smoke runs only).")
     parser.add_argument("--tolerance", type=float, default=0.01, help="Largest padded cmAP drop accepted for int8.")

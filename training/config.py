@@ -6,8 +6,9 @@ The whole config is saved in every checkpoint (``train_config``) and can be read
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,6 +35,20 @@ HEAD_DEFAULTS: dict[str, Any] = {"epochs": 40, "lr": 3e-3, "early_stopping_patie
 def _check_range(name: str, value: Range) -> None:
     if value[0] > value[1]:
         raise ValueError(f"{name}={value} must be (low, high) with low <= high")
+
+
+
+CPU_MICRO_BATCH = 8  # micro_batch="auto" on CPUs (README "Training speed and memory")
+
+
+def parse_micro_batch(text: str) -> int | str:
+    """``--micro-batch``: a window count, ``auto`` or ``none`` (whole batches, 0)."""
+    if text.lower() in ("auto", "none"):
+        return 0 if text.lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of windows, 'auto' or 'none', got {text!r}") from None
 
 
 class AugmentConfig(BaseModel):
@@ -267,11 +282,13 @@ class TrainConfig(BaseModel):
         1024, ge=1, description="Samples drawn per epoch (None: one pass over the training clips), so small and "
         "large data sets train on the same schedule.")
     batch_size: int = Field(32, ge=1)
-    micro_batch: int | None = Field(
-        None, ge=1, description="Windows per forward and backward pass: each batch's gradient is summed over "
-        "passes of this many before its one optimiser step, so the activations held (~32 MB a window at 128 x 313 "
-        "in bfloat16) follow this size instead of batch_size. BatchNorm then normalises each pass on its own "
-        "statistics (ghost batch norm): a different, not an identical, run. None: whole batches.")
+    micro_batch: Annotated[int, Field(ge=0)] | Literal["auto"] | None = Field(
+        "auto", description="Windows per forward and backward pass: each batch's gradient is summed over passes of "
+        "this many before its one optimiser step, so the activations held (~32 MB a window at 128 x 313 in bfloat16) "
+        "follow this size instead of batch_size. BatchNorm then normalises each pass on its own statistics (ghost "
+        f"batch norm). 'auto': {CPU_MICRO_BATCH} on CPUs (the default recipe's peak RSS 2.0 GB instead of 2.5, ~7 % "
+        "slower; field yardstick seed 0: padded cmAP 0.756 against 0.727), whole batches on GPUs. 0 or None: whole "
+        "batches.")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length, epochs (may be fractional).")
@@ -361,3 +378,9 @@ class TrainConfig(BaseModel):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.out_dir.parent / ".audio_cache"
+
+    def micro_batch_on(self, device_type: str) -> int | None:
+        """Windows per pass on a device of this type (``cpu``, ``cuda``): ``micro_batch`` resolved, None for
+        whole batches."""
+        size = CPU_MICRO_BATCH if self.micro_batch == "auto" and device_type == "cpu" else self.micro_batch
+        return None if size == "auto" or not size or size >= self.batch_size else size

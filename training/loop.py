@@ -363,6 +363,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # autocast dtype of the training steps (None: float32)
+    micro_batch: int | None  # windows per forward/backward pass (None: whole batches)
     augmenter: Augmenter
     loss_fn: nn.Module
 
@@ -476,14 +477,16 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, run_dir: Path, *, fres
         model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(ctx.device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    log.info("training precision: %s, %s memory format", amp_dtype or torch.float32,
-             "channels-last" if cfg.channels_last else "contiguous")
+    micro_batch = cfg.micro_batch_on(ctx.device.type)
+    log.info("training precision: %s, %s memory format, %s", amp_dtype or torch.float32,
+             "channels-last" if cfg.channels_last else "contiguous",
+             f"passes of {micro_batch} windows" if micro_batch else "whole batches")
     _warn_small_mmap_threshold(ctx.device)
     augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
                           seed=cfg.seed * 1009 + ctx.rank)
     return _Run(cfg=cfg, ctx=ctx, data=data, run_dir=run_dir, model=model, net=model, model_kwargs=model_kwargs,
                 frontend=frontend, sampler=sampler, loader=loader, steps=steps, optimizer=optimizer,
-                scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, augmenter=augmenter,
+                scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, micro_batch=micro_batch, augmenter=augmenter,
                 loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
 
 
@@ -584,12 +587,13 @@ def _prepare(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[tor
 def _train_step(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
     """Forward, backward and step on one prepared batch; its loss and size.
 
-    With ``cfg.micro_batch`` the batch goes through the model in passes of that many windows, each pass's loss
+    With ``run.micro_batch`` (``cfg.micro_batch`` on this device) the batch goes through the model in passes of that
+    many windows, each pass's loss
     weighted by its share of the batch, so the summed gradient is the batch mean's (BatchNorm aside); the
     gradients are reduced across ranks on the last pass only."""
     cfg, device = run.cfg, run.ctx.device
     run.optimizer.zero_grad(set_to_none=True)
-    size = cfg.micro_batch or len(images)
+    size = run.micro_batch or len(images)
     starts = range(0, len(images), size)
     total = 0.0
     for a in starts:

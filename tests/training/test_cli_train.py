@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from soundscape.cli import main
 from training import AugmentConfig, TrainConfig
 from training.cli_train import _shown
@@ -59,3 +61,17 @@ def test_flags_override_the_config_file_and_print_config_round_trips(tiny_data, 
     assert code == 0 and aug.eq_p == 0.4 and aug.reverb_p == 0.0 and aug.mixup_p == 0.0
     # a bad value is refused with exit code 2, like any other setting
     assert print_config(["--config", str(config), "--aug-reverb-rt60-s", "1.0", "0.5"], capsys)[0] == 2
+
+
+def test_micro_batch_flag_resolves_per_device_and_refuses_junk(tiny_data, tmp_path, capsys):
+    base = ["--metadata", str(tiny_data / "train_metadata.csv"), "--audio-root", str(tiny_data / "train_audio"),
+            "--out", str(tmp_path / "run")]
+    expect = {None: ("auto", 8, None), "none": (0, None, None), "12": (12, 12, 12), "32": (32, None, None)}
+    for flag, (value, cpu, cuda) in expect.items():
+        code, out = print_config([*base, *(["--micro-batch", flag] if flag else [])], capsys)
+        cfg = TrainConfig.model_validate_json(out)
+        assert code == 0 and cfg.micro_batch == value, flag
+        assert (cfg.micro_batch_on("cpu"), cfg.micro_batch_on("cuda")) == (cpu, cuda), flag  # batch_size 32
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *base, "--micro-batch", "some", "--print-config"])
+    assert exc.value.code == 2 and "'auto' or 'none'" in capsys.readouterr().err
