@@ -588,22 +588,32 @@ def _prepare(run: _Run, waves: torch.Tensor, targets: torch.Tensor) -> tuple[tor
 
 
 def _train_step(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
-    """Forward, backward and step on one prepared batch; its loss and size.
-
-    With ``run.micro_batch`` (``cfg.micro_batch`` on this device) the batch goes through the model in passes of that
-    many windows, each pass's loss
-    weighted by its share of the batch, so the summed gradient is the batch mean's (BatchNorm aside); the
-    gradients are reduced across ranks on the last pass only."""
-    cfg, device = run.cfg, run.ctx.device
+    """Forward, backward and step on one prepared batch; its loss and size."""
+    cfg = run.cfg
     run.optimizer.zero_grad(set_to_none=True)
+    loss = _backward_passes(run, images, targets)
+    if cfg.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss, len(images)
+
+
+def _backward_passes(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> float:
+    """Forward and backward of a batch in passes of ``run.micro_batch`` windows (one pass: whole batches); the batch
+    loss.
+
+    Each pass's loss is weighted by its share of the batch, so the summed gradient is the batch mean's (BatchNorm
+    aside: it normalises each pass on its own); under DDP the gradients are reduced on the last pass only."""
     size = run.micro_batch or len(images)
     starts = range(0, len(images), size)
     total = 0.0
     for a in starts:
-        last = a == starts[-1]
-        sync = contextlib.nullcontext() if last or not hasattr(run.net, "no_sync") else run.net.no_sync()
+        sync = run.net.no_sync() if a != starts[-1] and hasattr(run.net, "no_sync") else contextlib.nullcontext()
         with sync:
-            with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32,
+            with torch.autocast(run.ctx.device.type, dtype=run.amp_dtype or torch.float32,
                                 enabled=run.amp_dtype is not None):
                 logits = run.net(images[a : a + size])
             loss = run.loss_fn(logits.float(), targets[a : a + size])
@@ -611,13 +621,7 @@ def _train_step(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> tuple
                 loss = loss * (len(logits) / len(images))
             run.scaler.scale(loss).backward()
         total += loss.item()
-    if cfg.grad_clip:
-        run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.scheduler.step()
-    return total, len(images)
+    return total
 
 
 def _validate_epoch(run: _Run, row: dict) -> tuple[dict[str, float], dict[str, float]]:
