@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import CPU_MICRO_BATCH, parse_micro_batch
+    from .config import add_micro_batch_argument
 
     add_write_store_argument(parser)
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="Model name.")
@@ -39,9 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Epochs of the first round (default: TrainConfig's, 6 x 1024 samples; with the 3-epoch "
                              "student round about 20 min on 2 idle cores).")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size.")
-    parser.add_argument("--micro-batch", type=parse_micro_batch, default="auto", metavar="N|auto|none",
-                        help=f"Windows per forward/backward pass (auto: {CPU_MICRO_BATCH} on CPUs, whole batches on "
-                             "GPUs; none: whole batches).")
+    add_micro_batch_argument(parser)
     parser.add_argument("--lr", type=float, default=1e-3, help="Peak learning rate.")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps (smoke runs only).")
     parser.add_argument("--tolerance", type=float, default=0.01, help="Largest padded cmAP drop accepted for int8.")
@@ -71,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         soundscapes_labels=data / "soundscape_labels.csv", soundscapes_dir=data / "soundscapes",
         backgrounds_dir=data / "backgrounds", unlabelled_dir=unlabelled if unlabelled.is_dir() else None,
         out_dir=work / "run", cache_dir=work / "cache", arch="tf_efficientnet_lite0", pretrained=True,
-        batch_size=args.batch_size, micro_batch=args.micro_batch,
-        lr=args.lr, seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch,
         num_workers=args.num_workers, **({"epochs": args.epochs} if args.epochs else {}),
+        **({"micro_batch": args.micro_batch} if args.micro_batch is not None else {}),
     )
     result = train(cfg)
     t_train = time.perf_counter() - t0

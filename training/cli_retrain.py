@@ -28,7 +28,7 @@ LAYOUT = {"metadata": ("--metadata", "train_metadata.csv"), "audio_root": ("--au
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from typing import get_args
 
-    from training.config import CPU_MICRO_BATCH, parse_micro_batch
+    from training.config import add_micro_batch_argument
     from training.metrics import Metric
 
     data = parser.add_argument_group("data (BirdCLEF layout under --data, or each path on its own)")
@@ -44,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="timm-compatible weights to start from.")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs (default: TrainConfig's).")
     parser.add_argument("--batch-size", type=int, default=None, help="Batch size.")
-    parser.add_argument("--micro-batch", type=parse_micro_batch, default=None, metavar="N|auto|none",
-                        help=f"Windows per forward/backward pass (auto: {CPU_MICRO_BATCH} on CPUs, whole batches on "
-                             "GPUs; none: whole batches).")
+    add_micro_batch_argument(parser)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="Cap on steps per epoch.")
     parser.add_argument("--seed", type=int, default=None, help="Random seed.")
     add_write_store_argument(parser)

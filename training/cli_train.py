@@ -90,7 +90,7 @@ def _add_augment_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``soundscape train`` (all optional when ``--config`` provides them)."""
-    from .config import CPU_MICRO_BATCH, VALIDATION_SETS, parse_micro_batch
+    from .config import VALIDATION_SETS, add_micro_batch_argument
     from .metrics import Metric
 
     data = parser.add_argument_group("data")
@@ -131,9 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("--batch-size", type=int)
-    opt.add_argument("--micro-batch", type=parse_micro_batch, metavar="N|auto|none",
-                     help="Windows per forward/backward pass (the gradient summed over the batch's passes): less "
-                          f"memory, BatchNorm on each pass. auto: {CPU_MICRO_BATCH} on CPUs, whole batches on GPUs.")
+    add_micro_batch_argument(opt)
     opt.add_argument("--lr", type=float)
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--warmup-epochs", type=float)
