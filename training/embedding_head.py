@@ -341,4 +341,4 @@ def _checkpoint(fit: _Fit, data: TrainData, backbone: VerifiedModel, epoch: int,
         backbone_folder=str(backbone.path.parent.resolve()), train_config=cfg.model_dump(mode="json"), epoch=epoch,
         hidden=cfg.head_training.hidden, dropout=cfg.head_training.dropout, metrics=finite,
         per_species_ap={k: float(v) for k, v in per_species.items() if math.isfinite(v)}, data=data.summary,
-        validation=validation_info(cfg, data), history=list(progress.history))
+        validation=validation_info(cfg, data.val_sets), history=list(progress.history))

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +60,7 @@ from .metrics import score_blocks
 from .models import create_model
 from .precision import autocast_dtype
 from .result import TrainResult
-from .validation import validation_sets
+from .validation import ValidationImages, validation_sets
 
 __all__ = ["Progress", "TrainData", "lr_scheduler", "predict", "prepare_data", "run_training", "score_validation",
            "validation_info"]
@@ -103,7 +103,7 @@ class TrainData:
 
     labels: list[Label]
     train: TrainingSet
-    val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0
+    val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0 (a run moves them to images)
     train_weights: np.ndarray
     summary: DataSummary
     backgrounds: list[np.ndarray]
@@ -172,15 +172,20 @@ def prepare_data(cfg: TrainConfig, ctx: _Dist | None = None, pseudo: PseudoLabel
                  summary=summary, backgrounds=backgrounds, bed_targets=bed_targets, problems=problems)
 
 
+def _validation_images(data: TrainData, batch_size: int) -> dict[str, ValidationImages]:
+    """The validation sets as images (:class:`ValidationImages`), in their order; each set's waveforms are let go
+    once it is converted (``data.val_sets`` is left empty)."""
+    return {kind: ValidationImages.of(data.val_sets.pop(kind), batch_size) for kind in list(data.val_sets)}
+
+
 @torch.no_grad()
-def predict(model: nn.Module, frontend: nn.Module, batches: DataLoader, device: torch.device, *,
+def predict(model: nn.Module, batches: DataLoader, device: torch.device, *,
             amp: bool = False, desc: str = "validating") -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of ``model`` over ``(waveforms, targets)`` batches.
+    """Probabilities of ``model`` over ``(images, targets)`` batches.
 
     Args:
         model (nn.Module): image model, ``(batch, 1, n_mels, frames)`` -> logits ``(batch, n_classes)``.
-        frontend (nn.Module): :class:`LogMelSpectrogram` on ``device``.
-        batches (DataLoader): ``(waveforms (batch, samples), targets (batch, n_classes))``.
+        batches (DataLoader): ``(images (batch, n_mels, frames), targets (batch, n_classes))``.
         device (torch.device): where to run.
         amp (bool): float16 autocast (CUDA only). (Default: ``False``)
 
@@ -190,16 +195,16 @@ def predict(model: nn.Module, frontend: nn.Module, batches: DataLoader, device: 
     was_training = model.training
     model.eval()
     probs, targets = [], []
-    for waves, y in tqdm(batches, desc=desc, leave=False, unit="batch"):
+    for images, y in tqdm(batches, desc=desc, leave=False, unit="batch"):
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            logits = model(frontend(waves.to(device, non_blocking=True)))
+            logits = model(images.to(device, non_blocking=True)[:, None])
         probs.append(torch.sigmoid(logits.float()).cpu().numpy())
         targets.append(y.numpy())
     model.train(was_training)
     return np.concatenate(probs), np.concatenate(targets)
 
 
-def score_validation(cfg: TrainConfig, kind: str, vd: ValidationData, probs: np.ndarray,
+def score_validation(cfg: TrainConfig, kind: str, vd: ValidationData | ValidationImages, probs: np.ndarray,
                      targets: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
     """One validation set's metrics as a run logs them: ``<set>_padded_cmap`` and ``<set>_macro_roc_auc``, and
     for the selecting set (``cfg.validation``) also ``val_loss``, ``padded_cmap``, ``macro_roc_auc`` and the
@@ -221,66 +226,65 @@ current weights exported each epoch (:func:`_ort_scorer`): measured on 2 CPUs, 6
 ONNX (8 s export and parity check, 6.5 s inference); a few dozen windows are quicker eager."""
 
 
-def _ort_scorer(model: nn.Module, cfg: TrainConfig, model_kwargs: dict[str, Any], data: TrainData,
-                ) -> Callable[[np.ndarray], np.ndarray] | None:
-    """``windows -> probabilities`` of the current weights exported to ONNX in memory, run by ONNX Runtime
-    (every CPU) on the serving numpy front end; None (validate eagerly) when the export fails."""
+def _ort_scorer(model: nn.Module, cfg: TrainConfig, model_kwargs: dict[str, Any],
+                sets: Mapping[str, ValidationImages]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """``images -> probabilities`` of the current weights exported to ONNX in memory, run by ONNX Runtime
+    (every CPU); None (validate eagerly) when the export fails."""
     from soundscape import available_cpus
-    from soundscape.audio import Frontend
     from soundscape.inference import sigmoid
     from soundscape.runtimes import OnnxRuntime
 
     from .export import INPUT_NAME, OUTPUT_NAMES, ExportConfig, ExportError, export_onnx_bytes, exportable_model
-    from .register import spread_images
+    from .register import spread_indices
 
     with torch.random.fork_rng(devices=[]):  # building the copy draws initial weights: keep the run's RNG
         copy = exportable_model(cfg.arch, model_kwargs, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    first = next(iter(data.val_sets.values()))
+    first = next(iter(sets.values())).images
     try:
-        onnx, _ = export_onnx_bytes(copy, spread_images(cfg.frontend, first.windows, ExportConfig().parity_windows))
+        onnx, _ = export_onnx_bytes(copy, first[spread_indices(len(first), ExportConfig().parity_windows)][:, None])
     except ExportError as exc:
         log.warning("validating in eager PyTorch: %s", exc)
         return None
     # Without ONNX Runtime's arena each run's activations go back to malloc, for the next training step to reuse:
     # with it, validation held ~50 MB more than the steps (the process's peak).
     session = OnnxRuntime(onnx, threads=available_cpus(), memory_arena=False)
-    fe, size = Frontend(cfg.frontend), cfg.val_batch_size
+    size = cfg.val_batch_size
 
-    def score(windows: np.ndarray) -> np.ndarray:
-        logits = [session.run([OUTPUT_NAMES[0]], {INPUT_NAME: fe(windows[a : a + size])[:, None]})[0]
-                  for a in range(0, len(windows), size)]
+    def score(images: np.ndarray) -> np.ndarray:
+        logits = [session.run([OUTPUT_NAMES[0]], {INPUT_NAME: images[a : a + size][:, None]})[0]
+                  for a in range(0, len(images), size)]
         return sigmoid(np.concatenate(logits)).astype(np.float32)
 
     return score
 
 
-def _validate(model: nn.Module, frontend: nn.Module, data: TrainData, cfg: TrainConfig, ctx: _Dist,
+def _validate(model: nn.Module, sets: Mapping[str, ValidationImages], cfg: TrainConfig, ctx: _Dist,
               model_kwargs: dict[str, Any] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """Score every validation set (:func:`score_validation`): in eager PyTorch, or with ONNX Runtime on a CPU
     when the sets hold at least :data:`ORT_MIN_WINDOWS` windows and ``model_kwargs`` (to rebuild the model for
     export) is given."""
-    n = sum(len(vd.windows) for vd in data.val_sets.values())
-    ort_score = (_ort_scorer(model, cfg, model_kwargs, data) if model_kwargs is not None and ctx.device.type == "cpu"
+    n = sum(len(vd) for vd in sets.values())
+    ort_score = (_ort_scorer(model, cfg, model_kwargs, sets) if model_kwargs is not None and ctx.device.type == "cpu"
                  and n >= ORT_MIN_WINDOWS else None)
     metrics: dict[str, float] = {}
     per_species: dict[str, float] = {}
-    for kind, vd in data.val_sets.items():
+    for kind, vd in sets.items():
         if ort_score is not None:
-            probs, targets = ort_score(vd.windows), vd.targets
+            probs, targets = ort_score(vd.images), vd.targets
         else:
-            loader = DataLoader(TensorDataset(torch.from_numpy(vd.windows), torch.from_numpy(vd.targets)),
+            loader = DataLoader(TensorDataset(torch.from_numpy(vd.images), torch.from_numpy(vd.targets)),
                                 batch_size=cfg.val_batch_size, shuffle=False)
-            probs, targets = predict(model, frontend, loader, ctx.device, amp=cfg.amp, desc=f"validating {kind}")
+            probs, targets = predict(model, loader, ctx.device, amp=cfg.amp, desc=f"validating {kind}")
         scores, species = score_validation(cfg, kind, vd, probs, targets)
         metrics.update(scores)
         per_species = species or per_species
     return metrics, per_species
 
 
-def validation_info(cfg: TrainConfig, data: TrainData) -> SelectionInfo:
+def validation_info(cfg: TrainConfig, sets: Mapping[str, ValidationData | ValidationImages]) -> SelectionInfo:
     """Which validation selects checkpoints, and how each set was made (for the model card)."""
-    return SelectionInfo(selected_by=cfg.validation if data.val_sets else "none", monitor=cfg.monitor,
-                         sets={kind: vd.detail for kind, vd in data.val_sets.items()})
+    return SelectionInfo(selected_by=cfg.validation if sets else "none", monitor=cfg.monitor,
+                         sets={kind: vd.detail for kind, vd in sets.items()})
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -354,6 +358,7 @@ class _Run:
     cfg: TrainConfig
     ctx: _Dist
     data: TrainData
+    val: dict[str, ValidationImages]  # the validation sets as images, the selecting one first (rank 0's)
     run_dir: Path
     model: nn.Module  # the bare model: validated and saved
     net: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper
@@ -418,7 +423,7 @@ def _train(cfg: TrainConfig, ctx: _Dist, on_epoch_end: Callable[[dict], None] | 
         data.problems.save(run_dir / "problems.csv")
     if resume_from is not None and resume_from.codes != [label.code for label in data.labels]:
         raise ValueError(f"cannot resume from {run_dir / 'last.pt'}: its classes differ from the data's")
-    run = _setup(cfg, ctx, data, run_dir, fresh=resume_from is None)
+    run = _setup(cfg, ctx, data, _validation_images(data, cfg.val_batch_size), run_dir, fresh=resume_from is None)
     progress = Progress() if resume_from is None else _resume(run, resume_from)
     if ctx.world > 1:
         run.net = nn.parallel.DistributedDataParallel(
@@ -459,7 +464,8 @@ def _resume_checkpoint(cfg: TrainConfig, last_path: Path) -> Checkpoint | None:
     return ckpt
 
 
-def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, run_dir: Path, *, fresh: bool) -> _Run:
+def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, val: dict[str, ValidationImages], run_dir: Path, *,
+           fresh: bool) -> _Run:
     """Model, front end, sampler and loader, optimiser and schedule, AMP scaler, augmenter and loss.
     A ``fresh`` run starts from the pretrained or given weights; a resumed one loads its own next."""
     model_kwargs = {"num_classes": len(data.labels), "in_chans": 1, "drop_rate": cfg.drop_rate,
@@ -487,10 +493,10 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, run_dir: Path, *, fres
     _warn_small_mmap_threshold(ctx.device)
     augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
                           seed=cfg.seed * 1009 + ctx.rank)
-    return _Run(cfg=cfg, ctx=ctx, data=data, run_dir=run_dir, model=model, net=model, model_kwargs=model_kwargs,
-                frontend=frontend, sampler=sampler, loader=loader, steps=steps, optimizer=optimizer,
-                scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, micro_batch=micro_batch, augmenter=augmenter,
-                loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
+    return _Run(cfg=cfg, ctx=ctx, data=data, val=val, run_dir=run_dir, model=model, net=model,
+                model_kwargs=model_kwargs, frontend=frontend, sampler=sampler, loader=loader, steps=steps,
+                optimizer=optimizer, scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, micro_batch=micro_batch,
+                augmenter=augmenter, loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
 
 
 SLOW_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold
@@ -627,7 +633,7 @@ def _backward_passes(run: _Run, images: torch.Tensor, targets: torch.Tensor) -> 
 def _validate_epoch(run: _Run, row: dict) -> tuple[dict[str, float], dict[str, float]]:
     """Rank 0 scores the validation sets and every rank gets the metrics (to stop early together); they go into
     ``row``. Returns the metrics and the per-species AP (rank 0's)."""
-    val_metrics, per_species = (_validate(run.model, run.frontend, run.data, run.cfg, run.ctx, run.model_kwargs)
+    val_metrics, per_species = (_validate(run.model, run.val, run.cfg, run.ctx, run.model_kwargs)
                                 if run.ctx.main else ({}, {}))
     val_metrics = _broadcast(val_metrics, run.ctx)
     row.update({"val_loss": math.nan, "macro_roc_auc": math.nan, "padded_cmap": math.nan}, **val_metrics)
@@ -657,7 +663,7 @@ def _checkpoint(run: _Run, progress: Progress, row: dict, val_metrics: dict[str,
         arch=cfg.arch, model_kwargs=run.model_kwargs, state_dict=run.model.state_dict(), labels=run.data.labels,
         frontend=cfg.frontend, epoch=row["epoch"], metrics=_finite({**val_metrics, "train_loss": row["train_loss"]}),
         per_species_ap=_finite(per_species), data=run.data.summary, train_config=cfg.model_dump(mode="json"),
-        validation=validation_info(cfg, run.data), optimizer=run.optimizer.state_dict(),
+        validation=validation_info(cfg, run.val), optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng={"ranks": rng_states},
         history=progress.history, best_metric=progress.best, bad_epochs=progress.bad_epochs,
         best_metrics=progress.best_metrics,

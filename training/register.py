@@ -53,7 +53,7 @@ from .export import (
 )
 from .quantize import QuantizeConfig, QuantizeReport, quantize_and_check
 
-__all__ = ["PublishConfig", "PublishResult", "build_card", "publish", "spread_images"]
+__all__ = ["PublishConfig", "PublishResult", "build_card", "publish", "spread_images", "spread_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,14 @@ def build_card(ckpt: Checkpoint | Mapping[str, Any] | Sequence[Checkpoint | Mapp
     )
 
 
+def spread_indices(m: int, n: int) -> np.ndarray:
+    """Indices of ``n`` (at most ``m``) items spread evenly over ``m``."""
+    return np.unique(np.linspace(0, m - 1, num=min(n, m)).round().astype(int))
+
+
 def spread_images(frontend: FrontendConfig, windows: np.ndarray, n: int) -> np.ndarray:
     """Images of ``n`` windows spread evenly over ``windows`` ``(m, samples)`` -> ``(n, 1, n_mels, T)``."""
-    idx = np.unique(np.linspace(0, len(windows) - 1, num=min(n, len(windows))).round().astype(int))
-    return Frontend(frontend)(windows[idx])[:, None]
+    return Frontend(frontend)(windows[spread_indices(len(windows), n)])[:, None]
 
 
 def _selection_validation(ckpt: Checkpoint, codes: list[str],

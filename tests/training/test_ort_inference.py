@@ -88,14 +88,19 @@ def test_cpu_validation_through_onnx_runtime_matches_eager(tiny_data, tmp_path, 
     data = loop.prepare_data(cfg, ctx)
     kwargs = {"num_classes": len(data.labels), "in_chans": 1}
     model = create_model(cfg.arch, pretrained=False, **kwargs).train()
-    frontend = loop.LogMelSpectrogram(cfg.frontend)
-    eager, eager_ap = loop._validate(model, frontend, data, cfg, ctx, kwargs)  # a few dozen windows: eager
+    windows = {kind: vd.windows for kind, vd in data.val_sets.items()}
+    sets = loop._validation_images(data, batch_size=5)
+    assert not data.val_sets and list(sets) == list(windows)  # the waveforms are let go, the order kept
+    fe = Frontend(cfg.frontend)
+    for kind, vd in sets.items():  # the images the serving front end gives, whatever the batch
+        np.testing.assert_array_equal(vd.images, fe(windows[kind]))
+    eager, eager_ap = loop._validate(model, sets, cfg, ctx, kwargs)  # a few dozen windows: eager
     monkeypatch.setattr(loop, "ORT_MIN_WINDOWS", 0)
     called = []
     real = loop._ort_scorer
     monkeypatch.setattr(loop, "_ort_scorer", lambda *a: called.append(1) or real(*a))
     rng = torch.get_rng_state()
-    onnx, onnx_ap = loop._validate(model, frontend, data, cfg, ctx, kwargs)
+    onnx, onnx_ap = loop._validate(model, sets, cfg, ctx, kwargs)
     assert called and torch.equal(torch.get_rng_state(), rng) and model.training  # the run is left as it was
     assert eager.keys() == onnx.keys() and eager_ap.keys() == onnx_ap.keys()
     for k, v in eager.items():
