@@ -73,7 +73,7 @@ from soundscape.propagation import (
 )
 
 from .config import AugmentConfig
-from .data import crop, list_audio_files
+from .data import CachedStretch, bed_samples, crop, list_audio_files
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -242,8 +242,10 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor, start: int, width: int,
     return out, lam * targets + (1 - lam) * targets[perm]
 
 
-def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, workers: int = 1) -> list[np.ndarray]:
-    """The recordings the bed step mixes clips into (nothing when ``augment.background_p`` is 0).
+def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *,
+              workers: int = 1) -> list[np.ndarray | CachedStretch]:
+    """The recordings the bed step mixes clips into (nothing when ``augment.background_p`` is 0), each referenced
+    in the decode cache (:class:`~training.data.CachedStretch`), read only when a batch uses it.
 
     - every usable recording of ``backgrounds_dir`` (call-free noise), whole (a random crop is taken);
     - with ``augment.unlabelled_beds``, windows of the site's own training recordings (``unlabelled_dir``
@@ -257,22 +259,22 @@ def load_beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport, *, w
     """
     from .inputs import raven_negatives
     from .pseudo_soundscapes import MAX_BED_RECORDINGS, split_unlabelled, spread
-    from .validation import quiet_windows
+    from .validation import quiet_beds
 
-    beds: list[np.ndarray] = []
+    beds: list[np.ndarray | CachedStretch] = []
     if cfg.augment.background_p <= 0:
         return beds
     if cfg.backgrounds_dir is not None:
         files = list_audio_files(cfg.backgrounds_dir)
         ok = cache.prepare(files, problems, workers=workers, desc="decoding backgrounds")
-        beds += [cache.load(f) for f, good in zip(files, ok, strict=True) if good]
+        beds += [CachedStretch.whole(cache, f) for f, good in zip(files, ok, strict=True) if good]
         if not beds:
             log.warning("no usable background recording in %s", cfg.backgrounds_dir)
     if cfg.unlabelled_dir is not None and cfg.augment.unlabelled_beds:
         _, files = split_unlabelled(list_audio_files(cfg.unlabelled_dir))
-        windows, _ = quiet_windows(spread(files, MAX_BED_RECORDINGS), cache, problems, cfg.frontend.sample_rate,
-                                   cfg.frontend.window_samples, cfg.pseudo.bed_quiet_fraction, workers=workers)
-        beds += spread(list(windows), MAX_TRAINING_BEDS)
+        quiet, _ = quiet_beds(spread(files, MAX_BED_RECORDINGS), cache, problems, cfg.frontend.window_samples,
+                              cfg.pseudo.bed_quiet_fraction, workers=workers)
+        beds += spread(quiet, MAX_TRAINING_BEDS)
     beds += raven_negatives(cfg, cache, problems)  # the unannotated stretches of Raven-annotated recordings
     if not beds:
         log.warning("no bed recording (backgrounds_dir, unlabelled_dir): bed mixing is off")
@@ -285,8 +287,9 @@ class Augmenter:
     Args:
         cfg (AugmentConfig): the recipe.
         sample_rate (int): rate of the waveforms.
-        beds (Sequence[np.ndarray]): recordings ``(n,)`` float32 at ``sample_rate`` that the bed step mixes
-            in (a random ``samples``-long crop of one per selected sample); see :func:`load_beds`.
+        beds (Sequence[np.ndarray | CachedStretch]): recordings ``(n,)`` float32 at ``sample_rate``, held or
+            referenced in the decode cache, that the bed step mixes in (a random ``samples``-long crop of one per
+            selected sample); see :func:`load_beds`.
         bed_targets (np.ndarray, optional): ``(len(beds), n_classes)`` soft targets of the beds (e.g.
             pseudo-labelled windows): a sample mixed with bed ``j`` gets ``max(target, bed_targets[j])``.
             ``None``: the beds hold no labelled species.
@@ -298,14 +301,15 @@ class Augmenter:
         >>> images, targets = aug.spectrogram(fe(waves), targets)
     """
 
-    def __init__(self, cfg: AugmentConfig, sample_rate: int, beds: Sequence[np.ndarray] = (),
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, beds: Sequence[np.ndarray | CachedStretch] = (),
                  bed_targets: np.ndarray | None = None, *, seed: int = 0) -> None:
         if bed_targets is not None and len(bed_targets) != len(beds):
             raise ValueError(f"{len(beds)} beds but {len(bed_targets)} bed target rows")
         keep = [i for i, b in enumerate(beds) if len(b)]
         self.cfg = cfg
         self.sample_rate = sample_rate
-        self.beds = [np.asarray(beds[i], dtype=np.float32) for i in keep]
+        self.beds = [beds[i] if isinstance(beds[i], CachedStretch) else np.asarray(beds[i], dtype=np.float32)
+                     for i in keep]
         self.bed_targets = None if bed_targets is None else np.asarray(bed_targets, dtype=np.float32)[keep]
         self._numpy_steps = any(p > 0 for p in (cfg.reverb_p, cfg.lowpass_p, cfg.multiclip_p, cfg.background_p,
                                                 cfg.highpass_p, cfg.eq_p))
@@ -379,7 +383,7 @@ class Augmenter:
         picks = self.rng.integers(0, len(self.beds), len(sel))
         snrs = self._uniform(cfg.background_snr_db, len(sel))
         for i, j, snr in zip(sel, picks, snrs, strict=True):
-            bed = crop(self.beds[j], n, self.rng).astype(np.float64)
+            bed = crop(bed_samples(self.beds[j]), n, self.rng).astype(np.float64)
             banded = band_signal(x[i], sr)  # filtered once for both the call's extent and its power
             gain = gain_for_snr(bed, x[i], float(snr), sr, loud_samples(banded, sr), call_banded=banded)
             if gain > 0 and math.isfinite(gain):  # else a silent sample or bed: the SNR is undefined, left alone

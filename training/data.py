@@ -32,6 +32,7 @@ from soundscape.audio import AUDIO_EXTENSIONS, AudioError, decode
 
 __all__ = [
     "AudioCache",
+    "CachedStretch",
     "Clip",
     "ClipDataset",
     "Problem",
@@ -50,6 +51,7 @@ __all__ = [
     "holdout_split",
     "TrainingSet",
     "WindowDataset",
+    "bed_samples",
 ]
 
 log = logging.getLogger(__name__)
@@ -490,6 +492,43 @@ class AudioCache:
         return [e is None for e in errors]
 
 
+@dataclass(frozen=True)
+class CachedStretch:
+    """Samples ``start:stop`` of a recording in the :class:`AudioCache`, mapped only while they are used.
+
+    Training's beds are referenced this way rather than held: a bed's samples are copied when a batch mixes it in,
+    and its pages count against the process only while that copy is made (a held array, or a mapping kept open,
+    keeps every page it was ever read from). ``len()`` is the stretch's length in samples.
+
+    Attributes:
+        cache (AudioCache): where the recording is decoded.
+        file (Path): the recording.
+        start, stop (int): sample range at the cache's rate.
+    """
+
+    cache: AudioCache
+    file: Path
+    start: int
+    stop: int
+
+    @classmethod
+    def whole(cls, cache: AudioCache, file: Path) -> CachedStretch:
+        """All of ``file`` (decoded into the cache when needed)."""
+        return cls(cache, file, 0, len(cache.load(file)))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def samples(self) -> np.ndarray:
+        """The stretch, float32: a view of the recording's mapping, unmapped when the view is let go."""
+        return self.cache.load(self.file)[self.start : self.stop]
+
+
+def bed_samples(bed: np.ndarray | CachedStretch) -> np.ndarray:
+    """A bed's samples, whether held (an array) or referenced (:class:`CachedStretch`)."""
+    return bed.samples() if isinstance(bed, CachedStretch) else bed
+
+
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:
     """Audio files under ``folder`` (recursively, by extension: :data:`soundscape.audio.AUDIO_EXTENSIONS`), sorted."""
     folder = Path(folder)
@@ -700,6 +739,13 @@ class WindowDataset(Dataset):
         a = int(round(self.starts_s[index] * self.cache.sample_rate))
         samples = self.cache.load(self.files[index])[a : a + self.length]
         return crop(np.asarray(samples), self.length, None)
+
+    def bed(self, index: int) -> np.ndarray | CachedStretch:
+        """Window ``index`` as a bed: referenced in the cache when whole, else (a recording's short last window)
+        held, zero-padded at the end as :meth:`window` gives it."""
+        a = int(round(self.starts_s[index] * self.cache.sample_rate))
+        stretch = CachedStretch(self.cache, Path(self.files[index]), a, a + self.length)
+        return stretch if len(stretch.samples()) == self.length else self.window(index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.window(index)), torch.from_numpy(self.targets[index])

@@ -38,6 +38,7 @@ from soundscape.inference import Engine
 
 from .augment import Augmenter
 from .config import TrainConfig
+from .data import bed_samples
 from .evaluate import ValidationData
 from .loop import TrainData
 
@@ -180,7 +181,7 @@ def _training_key(cfg: TrainConfig, engine: Engine, data: TrainData) -> str:
                  "seed": cfg.seed, "crops": cfg.head_training.crops_per_clip, "batch": cfg.batch_size,
                  "crop": cfg.train_crop, "call_crop_p": cfg.call_crop_p, "augment": cfg.augment.model_dump(),
                  "targets": _digest(clips.targets), "clips": files,
-                 "beds": _digest(*data.backgrounds) if data.backgrounds else ""})
+                 "beds": _digest(*map(bed_samples, data.backgrounds)) if data.backgrounds else ""})
 
 
 def training_embeddings(cfg: TrainConfig, engine: Engine, data: TrainData) -> Embedded:

@@ -29,7 +29,7 @@ import numpy as np
 
 from soundscape.audio import AUDIO_EXTENSIONS, AudioError
 
-from .data import AudioCache, Clip, ProblemReport, list_audio_files, read_metadata, read_taxonomy
+from .data import AudioCache, CachedStretch, Clip, ProblemReport, list_audio_files, read_metadata, read_taxonomy
 
 if TYPE_CHECKING:
     from .config import RavenConfig, TrainConfig
@@ -242,7 +242,7 @@ def _free_starts(boxes: Sequence[Box], duration: float, window_s: float, margin:
     return [float(s) for s in starts if not any(a < s + window_s and s < e for a, e in busy)]
 
 
-def raven_negatives(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport) -> list[np.ndarray]:
+def raven_negatives(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport) -> list[CachedStretch]:
     """Negative windows of the annotated recordings: at most ``raven.negatives_per_recording`` window-long
     stretches with no box, spread over each recording, at the cache's rate (nothing without ``raven``)."""
     from .pseudo_soundscapes import spread
@@ -264,6 +264,6 @@ def raven_negatives(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport
                               cfg.raven.negative_margin_s)
         for s in spread(starts, cfg.raven.negatives_per_recording):
             a = int(round(s * cache.sample_rate))
-            windows.append(np.asarray(samples[a : a + n], dtype=np.float32))
+            windows.append(CachedStretch(cache, file, a, min(a + n, len(samples))))
     log.info("Raven negatives: %d windows with no box", len(windows))
     return windows

@@ -39,6 +39,7 @@ from .config import TrainConfig
 from .curves import plot_curves, write_metrics_csv
 from .data import (
     AudioCache,
+    CachedStretch,
     ClipDataset,
     ProblemReport,
     TrainingSet,
@@ -106,7 +107,7 @@ class TrainData:
     val_sets: dict[str, ValidationData]  # the selecting set first; empty on ranks > 0 (a run moves them to images)
     train_weights: np.ndarray
     summary: DataSummary
-    backgrounds: list[np.ndarray]
+    backgrounds: list[np.ndarray | CachedStretch]  # the beds
     bed_targets: np.ndarray | None  # soft targets of the beds (pseudo-labelled windows), else None
     problems: ProblemReport
 
@@ -154,7 +155,7 @@ def prepare_data(cfg: TrainConfig, ctx: _Dist | None = None, pseudo: PseudoLabel
         windows = _pseudo_windows(pseudo, codes, cfg, cache)
         if cfg.augment.background_p > 0:  # clips are mixed into the pseudo-labelled windows too, labels unioned
             bed_targets = np.concatenate([np.zeros((len(backgrounds), len(codes)), np.float32), windows.targets])
-            backgrounds = backgrounds + [windows.window(i) for i in range(len(windows))]
+            backgrounds = backgrounds + [windows.bed(i) for i in range(len(windows))]
         share = cfg.self_training.window_share
         weights = np.concatenate([weights * (1 - share), np.full(len(windows), share / len(windows))])
     scapes = val_sets.get("soundscapes")

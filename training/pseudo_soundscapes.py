@@ -42,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from soundscape.propagation import Propagation, active_mask, band_power, gain_for_snr, propagate
 
 __all__ = ["MAX_BED_RECORDINGS", "Placement", "PseudoSoundscapeConfig", "PseudoSoundscapes", "bed_windows",
-           "build_pseudo_soundscapes", "generated_beds", "loudest_segment", "split_unlabelled", "spread"]
+           "build_pseudo_soundscapes", "generated_beds", "loudest_segment", "quiet_starts", "split_unlabelled",
+           "spread"]
 
 MAX_BED_RECORDINGS = 64
 VALIDATION_EVERY = 4
@@ -146,20 +147,26 @@ def _window_frames(x: np.ndarray, length: int) -> np.ndarray:
     return np.asarray(x[: n * length], dtype=np.float32).reshape(n, length)
 
 
+def quiet_starts(recording: np.ndarray, sample_rate: int, length: int, quiet_fraction: float) -> list[int]:
+    """Sample starts of the quietest ``quiet_fraction`` of the recording's whole windows by 1-11 kHz power
+    (at least one; none when it holds no whole window), quietest first."""
+    frames = _window_frames(recording, length)
+    if not len(frames):
+        return []
+    power = np.array([band_power(f, sample_rate) for f in frames])
+    keep = max(1, int(round(quiet_fraction * len(frames))))
+    return [int(i) * length for i in np.argsort(power, kind="stable")[:keep]]
+
+
 def bed_windows(recordings: Sequence[np.ndarray], sample_rate: int, length: int, quiet_fraction: float) -> np.ndarray:
-    """The quietest ``quiet_fraction`` of each recording's whole windows (at least one per recording).
+    """The quietest ``quiet_fraction`` of each recording's whole windows (at least one per recording,
+    :func:`quiet_starts`).
 
     Returns:
         np.ndarray: ``(n_beds, length)`` float32; empty when no recording holds a whole window.
     """
-    beds = []
-    for rec in recordings:
-        frames = _window_frames(rec, length)
-        if not len(frames):
-            continue
-        power = np.array([band_power(f, sample_rate) for f in frames])
-        keep = max(1, int(round(quiet_fraction * len(frames))))
-        beds.extend(frames[np.argsort(power, kind="stable")[:keep]])
+    beds = [np.asarray(rec[a : a + length], dtype=np.float32) for rec in recordings
+            for a in quiet_starts(rec, sample_rate, length, quiet_fraction)]
     return np.stack(beds) if beds else np.zeros((0, length), np.float32)
 
 

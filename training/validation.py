@@ -20,14 +20,14 @@ import numpy as np
 from soundscape.audio import Frontend
 
 from .config import TrainConfig
-from .data import AudioCache, Clip, ProblemReport, crop, holdout_split, list_audio_files, make_targets
+from .data import AudioCache, CachedStretch, Clip, ProblemReport, crop, holdout_split, list_audio_files, make_targets
 from .evaluate import ValidationData
 from .inputs import load_clips
-from .pseudo_soundscapes import bed_windows, build_pseudo_soundscapes, generated_beds, split_unlabelled
+from .pseudo_soundscapes import build_pseudo_soundscapes, generated_beds, quiet_starts, split_unlabelled
 from .soundscapes import load_soundscapes
 
-__all__ = ["ValidationImages", "clip_validation", "quiet_windows", "pseudo_validation", "selection_validation",
-           "soundscape_validation", "validation_sets"]
+__all__ = ["ValidationImages", "clip_validation", "pseudo_validation", "quiet_beds", "quiet_windows",
+           "selection_validation", "soundscape_validation", "validation_sets"]
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +83,35 @@ def clip_validation(held_out: Sequence[Clip], codes: Sequence[str], cfg: TrainCo
                           detail=f"first {cfg.frontend.window_s:g} s of {len(held_out)} held-out clips")
 
 
-def quiet_windows(files: Sequence[Path], cache: AudioCache, problems: ProblemReport, sample_rate: int, length: int,
-                  quiet_fraction: float, *, workers: int = 1) -> tuple[np.ndarray, int]:
-    """Decode ``files`` (unreadable ones go to ``problems``) and take their quietest windows (:func:`bed_windows`).
+def quiet_beds(files: Sequence[Path], cache: AudioCache, problems: ProblemReport, length: int, quiet_fraction: float,
+               *, workers: int = 1) -> tuple[list[CachedStretch], int]:
+    """Decode ``files`` (unreadable ones go to ``problems``) and find their quietest windows (:func:`quiet_starts`),
+    as references into the cache (training's beds).
 
     Returns:
-        tuple: the windows ``(n, length)`` and how many recordings were readable.
+        tuple: the windows, file by file, quietest first, and how many recordings were readable.
     """
     ok = cache.prepare(list(files), problems, workers=workers, desc="decoding unlabelled beds")
-    recordings = [np.asarray(cache.load(f)) for f, good in zip(files, ok, strict=True) if good]
-    return bed_windows(recordings, sample_rate, length, quiet_fraction), len(recordings)
+    readable = [f for f, good in zip(files, ok, strict=True) if good]
+    beds = [CachedStretch(cache, f, a, a + length) for f in readable
+            for a in quiet_starts(cache.load(f), cache.sample_rate, length, quiet_fraction)]
+    return beds, len(readable)
+
+
+def quiet_windows(files: Sequence[Path], cache: AudioCache, problems: ProblemReport, length: int,
+                  quiet_fraction: float, *, workers: int = 1) -> tuple[np.ndarray, int]:
+    """:func:`quiet_beds`' windows as one array ``(n, length)`` (:func:`~training.pseudo_soundscapes.bed_windows`),
+    and how many recordings were readable."""
+    beds, readable = quiet_beds(files, cache, problems, length, quiet_fraction, workers=workers)
+    windows = np.stack([b.samples() for b in beds]) if beds else np.zeros((0, length), np.float32)
+    return windows, readable
 
 
 def _beds(cfg: TrainConfig, cache: AudioCache, problems: ProblemReport) -> tuple[np.ndarray, str]:
     fe = cfg.frontend
     if cfg.unlabelled_dir is not None:
         files, _ = split_unlabelled(list_audio_files(cfg.unlabelled_dir))
-        beds, readable = quiet_windows(files, cache, problems, fe.sample_rate, fe.window_samples,
-                                       cfg.pseudo.bed_quiet_fraction)
+        beds, readable = quiet_windows(files, cache, problems, fe.window_samples, cfg.pseudo.bed_quiet_fraction)
         if len(beds):
             return beds, f"unlabelled ({len(beds)} quietest windows of {readable} recordings)"
         log.warning("no unlabelled recording in %s holds a whole window: generated beds instead", cfg.unlabelled_dir)

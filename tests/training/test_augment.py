@@ -9,7 +9,8 @@ from soundscape.propagation import active_mask, band_snr_db, drr_for_distance, r
 from tests.training.conftest import call, fast_config
 from training import AugmentConfig, Augmenter
 from training.augment import biquad, colored_noise, cutmix, load_beds, mix_at_snr, mixup, pitch_shift, snr_db
-from training.data import AudioCache, ProblemReport
+from training.data import AudioCache, CachedStretch, ProblemReport, list_audio_files
+from training.validation import quiet_windows
 
 RATE = 16000
 N = 5 * RATE
@@ -90,6 +91,27 @@ def test_beds_come_from_backgrounds_and_the_quietest_unlabelled_windows(tiny_dat
     assert len(load_beds(cfg.model_copy(update={"augment": only(background_p=0.5, unlabelled_beds=False)}), cache,
                          ProblemReport())) == 2
     assert load_beds(cfg.model_copy(update={"augment": only()}), cache, ProblemReport()) == []
+
+
+def _mapped(path) -> bool:
+    return str(path) in open("/proc/self/maps").read()
+
+
+def test_beds_are_read_from_the_cache_when_used_and_mix_as_held_arrays_do(tiny_data, tmp_path):
+    cfg = fast_config(tiny_data, tmp_path / "run", unlabelled_dir=tiny_data / "soundscapes")
+    cache = AudioCache(tmp_path / "cache", cfg.frontend.sample_rate)
+    beds = load_beds(cfg, cache, ProblemReport())
+    assert all(isinstance(b, CachedStretch) for b in beds)  # referenced, not held
+    quiet, _ = quiet_windows(list_audio_files(tiny_data / "soundscapes"), cache, ProblemReport(),
+                             cfg.frontend.window_samples, cfg.pseudo.bed_quiet_fraction)
+    np.testing.assert_array_equal(beds[2].samples(), quiet[0])
+    held = [np.array(b.samples()) for b in beds]
+    x = torch.stack([tone(1500 + 500 * i) for i in range(6)])
+    y = torch.eye(6)[:, :3]
+    step = only(background_p=1.0, background_snr_db=(0.0, 10.0))
+    referenced, _ = Augmenter(step, RATE, beds, seed=4).waveform(x, y)
+    assert torch.equal(referenced, Augmenter(step, RATE, held, seed=4).waveform(x, y)[0])
+    assert not any(_mapped(cache.path_for(b.file)) for b in beds)  # no page of a bed stays mapped after use
 
 
 def test_reverberation_has_an_rt60_in_the_configured_range():
