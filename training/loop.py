@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from model_store import DataSummary, Label
-from soundscape.allocator import limit_malloc_arenas
+from soundscape.allocator import limit_malloc_arenas, release_free_memory
 from soundscape.audio.transforms import LogMelSpectrogram
 
 from .augment import Augmenter, load_beds
@@ -344,6 +344,7 @@ def run_training(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | Non
         ValueError: unusable data or settings (the message names the file or value).
     """
     limit_malloc_arenas(cfg.malloc_arena_max)  # before the prefetch thread and torch's pool allocate
+    release_free_memory()  # what an earlier round (and its teacher's scoring) freed, before this round's data
     ctx = _init_distributed()
     try:
         return _train(cfg, ctx, on_epoch_end, pseudo_labels)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model_store import DEFAULT_MODEL_NAME, ModelCard, ModelStore, TensorSpec, ValidationInfo
 from model_store.card import Postprocess
+from soundscape.allocator import release_free_memory
 from soundscape.audio import Frontend, FrontendConfig
 
 from .checkpoint import Checkpoint, SelectionInfo
@@ -246,6 +247,7 @@ def publish(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], store: 
         training.export.ExportError: export or parity failed; nothing was registered.
     """
     cfg = cfg or PublishConfig()
+    release_free_memory()  # what training freed in this process, before export and scoring map their buffers
     paths = [Path(checkpoint)] if isinstance(checkpoint, str | os.PathLike) else [Path(c) for c in checkpoint]
     members = _load_members(paths, cfg)
     ckpt = members[0]  # labels, front end and training data of the (first) model
