@@ -104,7 +104,7 @@ def unregistered_model(card: ModelCard, onnx_path: str | os.PathLike) -> Verifie
     return VerifiedModel(card=card, onnx_bytes=path.read_bytes(), path=path)
 
 
-def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: int = 32,
+def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: int = 16,
                    threads: int | None = None, desc: str | None = None) -> Evaluation:
     """Score a model through the serving path on labelled windows.
 
@@ -114,7 +114,8 @@ def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: in
     Args:
         model (VerifiedModel): from ``ModelStore.load`` or :func:`unregistered_model`.
         data (ValidationData): from :func:`load_validation`.
-        batch_size (int): windows per ONNX Runtime call. (Default: ``32``)
+        batch_size (int): windows per ONNX Runtime call (without ONNX Runtime's arena, so the process keeps no
+            run's buffers: this scores once, often in a process that has just trained). (Default: ``16``)
         threads (int, optional): ONNX Runtime intra-op threads. (Default: the CPUs this process may use)
         desc (str, optional): progress-bar label.
 
@@ -128,7 +129,7 @@ def evaluate_model(model: VerifiedModel, data: ValidationData, *, batch_size: in
         raise ValueError(f"{model.card.name} v{model.card.version} expects {fe.window_s:g} s windows at "
                          f"{fe.sample_rate} Hz; the validation windows are {want.window_s:g} s at "
                          f"{want.sample_rate} Hz (load them with this model's front end)")
-    engine = Engine(model, intra_op_threads=threads or available_cpus())
+    engine = Engine(model, intra_op_threads=threads or available_cpus(), memory_arena=False)
     probs = []
     n = len(data.windows)
     for a in tqdm(range(0, n, batch_size), desc=desc or f"scoring {model.card.name} v{model.card.version}",

@@ -333,13 +333,22 @@ def _ensemble(members: Sequence[torch.nn.Module]) -> torch.nn.Module:
     return Ensemble([_wrapper(m) for m in members]).eval()
 
 
+REFERENCE_BATCH = 4
+"""Windows per PyTorch pass of the parity reference: eager float32 activations of 16 lite0 windows at 128 x 313
+took ~190 MB at once, on top of whatever the process (a training run about to publish) already holds."""
+
+
 def _reference(members: Sequence[torch.nn.Module], images: np.ndarray) -> dict[str, np.ndarray]:
-    """PyTorch's logits, embeddings and probabilities (the mean of the members' sigmoids) on ``images``."""
+    """PyTorch's logits, embeddings and probabilities (the mean of the members' sigmoids) on ``images``, run
+    :data:`REFERENCE_BATCH` windows at a time."""
     import torch
 
     x = torch.from_numpy(images)
     with torch.no_grad():
-        outs = [_wrapper(m)(x) for m in members]
+        outs = []
+        for m in members:
+            parts = [_wrapper(m)(x[a : a + REFERENCE_BATCH]) for a in range(0, len(x), REFERENCE_BATCH)]
+            outs.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
         logits, emb = combine_members([o[0] for o in outs], [o[1] for o in outs]) if len(outs) > 1 else outs[0]
         probs = torch.stack([torch.sigmoid(o[0].double()) for o in outs]).mean(0)
     return {"logits": logits.numpy(), "embedding": emb.numpy(), "probabilities": probs.numpy(),
@@ -383,6 +392,7 @@ def _ort_outputs(path: Path, images: np.ndarray) -> list[np.ndarray]:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False  # a check run once: its buffers go back when it ends
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     if names != [INPUT_NAME]:
