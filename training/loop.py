@@ -534,7 +534,6 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
     """One epoch of optimiser steps on this process's share; the metrics row (train loss over all ranks,
     samples/s since ``started``, a ``time.perf_counter()``)."""
     cfg, ctx = run.cfg, run.ctx
-    release_free_memory()  # what the last epoch's steps and validation freed: each epoch starts from what is live
     run.sampler.set_epoch(epoch)
     run.data.train.set_epoch(epoch)
     run.net.train()
