@@ -9,7 +9,8 @@ optimiser steps from the epoch's start; validation not included). Peak RSS is th
 end, data preparation and validation included.
 
 Variants (``--variants``): ``float32`` (no autocast, contiguous, no prefetch), ``bf16_cl`` (bfloat16 autocast
-and channels-last), ``default`` (those plus the prefetch thread: today's defaults), ``malloc_env`` (``default``
+and channels-last, no prefetch), ``default`` (today's defaults: on a CPU that is ``bf16_cl`` with passes of 8),
+``prefetch`` (``default`` with the prefetch thread, the CPU default until stop 22), ``malloc_env`` (``default``
 with ``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=134217728``, the glibc settings this project used to
 recommend), ``arena2`` (``default`` with ``MALLOC_ARENA_MAX=2``), ``hugetlb`` (glibc transparent huge pages,
 1 MiB mmap threshold), ``whole_batch`` / ``micro16`` (``default`` with the batch of 32 through the model in one
@@ -51,6 +52,7 @@ VARIANTS: dict[str, dict] = {
     "arena2": {"config": {}, "env": {"MALLOC_ARENA_MAX": "2"}},
     "hugetlb": {"config": {}, "env": HUGETLB_ENV},
     "whole_batch": {"config": {"micro_batch": 0}, "env": {}},
+    "prefetch": {"config": {"prefetch": True}, "env": {}},
     "micro16": {"config": {"micro_batch": 16}, "env": {}},
 }
 

@@ -155,7 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                            help="Channels-last memory format for the model.")
     run_group.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
-                           help="Prepare the next batch in a background thread while the model steps.")
+                           help="Prepare the next batch in a background thread while the model steps. "
+                                "(Default: on GPUs only)")
     run_group.add_argument("--call-crop-p", type=float,
                            help="Share of random training crops of long clips cut where the clip calls.")
     run_group.add_argument("--print-config", action="store_true",

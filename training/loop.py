@@ -374,6 +374,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # autocast dtype of the training steps (None: float32)
     micro_batch: int | None  # windows per forward/backward pass (None: whole batches)
+    prefetch: bool  # the next batch prepared in a background thread
     augmenter: Augmenter
     loss_fn: nn.Module
 
@@ -488,17 +489,18 @@ def _setup(cfg: TrainConfig, ctx: _Dist, data: TrainData, val: dict[str, Validat
         model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(ctx.device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    micro_batch = cfg.micro_batch_on(ctx.device.type)
-    log.info("training precision: %s, %s memory format, %s", amp_dtype or torch.float32,
+    micro_batch, prefetch = cfg.micro_batch_on(ctx.device.type), cfg.prefetch_on(ctx.device.type)
+    log.info("training precision: %s, %s memory format, %s, %s", amp_dtype or torch.float32,
              "channels-last" if cfg.channels_last else "contiguous",
-             f"passes of {micro_batch} windows" if micro_batch else "whole batches")
+             f"passes of {micro_batch} windows" if micro_batch else "whole batches",
+             "batches prepared ahead" if prefetch else "batches prepared in turn")
     _warn_small_mmap_threshold(ctx.device)
     augmenter = Augmenter(cfg.augment, cfg.frontend.sample_rate, data.backgrounds, data.bed_targets,
                           seed=cfg.seed * 1009 + ctx.rank)
     return _Run(cfg=cfg, ctx=ctx, data=data, val=val, run_dir=run_dir, model=model, net=model,
                 model_kwargs=model_kwargs, frontend=frontend, sampler=sampler, loader=loader, steps=steps,
                 optimizer=optimizer, scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, micro_batch=micro_batch,
-                augmenter=augmenter, loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
+                prefetch=prefetch, augmenter=augmenter, loss_fn=make_loss(cfg.loss, focal_gamma=cfg.focal_gamma))
 
 
 SLOW_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold
@@ -557,13 +559,13 @@ def _train_epoch(run: _Run, epoch: int, started: float) -> dict:
 def _batches(run: _Run) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The epoch's ``run.steps`` batches as model inputs: augmented waveforms -> log-mel -> SpecAugment.
 
-    With ``cfg.prefetch`` one background thread prepares batch k + 1 while the model steps on batch k (numpy,
-    scipy and torch release the GIL in their heavy calls, and a step leaves part of the cores idle). Only that
-    thread draws from the augmenter and the loader, in the same order as without it, so a seed gives the same
-    batches either way; the steps alone use torch's global generator (dropout).
+    With ``run.prefetch`` (``cfg.prefetch`` resolved: on GPUs by default) one background thread prepares batch k + 1
+    while the model steps on batch k (numpy, scipy and torch release the GIL in their heavy calls, and a step leaves
+    part of the cores idle). Only that thread draws from the augmenter and the loader, in the same order as without
+    it, so a seed gives the same batches either way; the steps alone use torch's global generator (dropout).
     """
     batches = itertools.islice(run.loader, run.steps)
-    if not run.cfg.prefetch:
+    if not run.prefetch:
         for waves, targets in batches:
             yield _prepare(run, waves, targets)
         return

@@ -75,3 +75,14 @@ def test_micro_batch_flag_resolves_per_device_and_refuses_junk(tiny_data, tmp_pa
     with pytest.raises(SystemExit) as exc:
         main(["train", *base, "--micro-batch", "some", "--print-config"])
     assert exc.value.code == 2 and "'auto' or 'none'" in capsys.readouterr().err
+
+
+def test_prefetch_is_on_for_gpus_only_unless_the_flag_says(tiny_data, tmp_path, capsys):
+    base = ["--metadata", str(tiny_data / "train_metadata.csv"), "--audio-root", str(tiny_data / "train_audio"),
+            "--out", str(tmp_path / "run")]
+    expect = {None: ("auto", False, True), "--prefetch": (True, True, True), "--no-prefetch": (False, False, False)}
+    for flag, (value, cpu, cuda) in expect.items():
+        code, out = print_config([*base, *([flag] if flag else [])], capsys)
+        cfg = TrainConfig.model_validate_json(out)
+        assert code == 0 and cfg.prefetch == value, flag
+        assert (cfg.prefetch_on("cpu"), cfg.prefetch_on("cuda")) == (cpu, cuda), flag
