@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-def _glibc() -> ctypes.CDLL | None:
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:  # find_library runs ldconfig: once per process
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -333,7 +333,8 @@ class TrainConfig(BaseModel):
     prefetch: bool | Literal["auto"] = Field(
         "auto", description="Prepare the next batch (augmentation, log-mel, SpecAugment) in a background thread while "
         "the model steps on this one; the same batches as without. auto: on GPUs only. On this 2-core CPU, with passes "
-        "of 8, it gained no speed (27.5 samples/s with it, 27.7 without) and held a second batch's buffers (+150 MB).")
+        "of 8, it gained nothing beyond the runs' spread (27.2 samples/s with it, 26.9 without, medians of 3) and held "
+        "a second batch's buffers (peak RSS 1625 against 1519 MB).")
     val_batch_size: int = Field(16, ge=1, description="Windows per validation run. ONNX Runtime keeps its largest "
                                 "run's activations in its arena: 64 windows of lite0 at 128 x 313 raised the training "
                                 "process's peak RSS by ~360 MB, 16 by nothing measurable.")

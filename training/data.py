@@ -735,16 +735,17 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def window(self, index: int) -> np.ndarray:
+    def _stretch(self, index: int) -> CachedStretch:
         a = int(round(self.starts_s[index] * self.cache.sample_rate))
-        samples = self.cache.load(self.files[index])[a : a + self.length]
-        return crop(np.asarray(samples), self.length, None)
+        return CachedStretch(self.cache, Path(self.files[index]), a, a + self.length)
+
+    def window(self, index: int) -> np.ndarray:
+        return crop(np.asarray(self._stretch(index).samples()), self.length, None)
 
     def bed(self, index: int) -> np.ndarray | CachedStretch:
         """Window ``index`` as a bed: referenced in the cache when whole, else (a recording's short last window)
         held, zero-padded at the end as :meth:`window` gives it."""
-        a = int(round(self.starts_s[index] * self.cache.sample_rate))
-        stretch = CachedStretch(self.cache, Path(self.files[index]), a, a + self.length)
+        stretch = self._stretch(index)
         return stretch if len(stretch.samples()) == self.length else self.window(index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
